@@ -1,0 +1,41 @@
+package v1alpha1
+
+// Every agents.kruise.io label and annotation the operator reads or writes.
+// Agents and the CLI import them from here; nothing else spells them out.
+const (
+	// LabelSandboxSet names the SandboxSet a Pod was created by. It stays on
+	// a Pod after it is claimed, for traceability.
+	LabelSandboxSet = "agents.kruise.io/sandboxset"
+
+	// LabelState is the Pod's place in the pool: creating, available or claimed.
+	LabelState = "agents.kruise.io/state"
+
+	// LabelRevision is the revision (template hash) a Pod was created from.
+	LabelRevision = "agents.kruise.io/revision"
+
+	// LabelClaimedBy names the agent holding a Pod. Setting it on an
+	// available Pod is the claim.
+	LabelClaimedBy = "agents.kruise.io/claimed-by"
+
+	// AnnotationClaimedAt is the RFC 3339 time a Pod was claimed.
+	AnnotationClaimedAt = "agents.kruise.io/claimed-at"
+
+	// AnnotationPersistentContents lists, comma-separated, what the sandbox
+	// runtime keeps across hibernation and wake-up.
+	AnnotationPersistentContents = "agents.kruise.io/persistent-contents"
+
+	// KeyPrefix is the prefix the operator owns; templates may not use it.
+	KeyPrefix = "agents.kruise.io/"
+)
+
+// SandboxState is the value of LabelState.
+type SandboxState string
+
+const (
+	// StateCreating: the Pod exists but is not Ready; it cannot be claimed.
+	StateCreating SandboxState = "creating"
+	// StateAvailable: the Pod is Ready and can be claimed at any time.
+	StateAvailable SandboxState = "available"
+	// StateClaimed: an agent holds the Pod; it has left the pool.
+	StateClaimed SandboxState = "claimed"
+)

@@ -1,0 +1,146 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// PersistentContent is something the sandbox runtime keeps across
+// hibernation and wake-up.
+// +kubebuilder:validation:Enum=ip;memory;filesystem
+type PersistentContent string
+
+const (
+	PersistentContentIP         PersistentContent = "ip"
+	PersistentContentMemory     PersistentContent = "memory"
+	PersistentContentFilesystem PersistentContent = "filesystem"
+)
+
+// SandboxSetSpec is the desired warm pool.
+type SandboxSetSpec struct {
+	// Replicas is the size of the warm pool: creating plus available
+	// sandboxes. Claimed sandboxes leave the pool and do not count.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:default=1
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// PersistentContents is what the runtime preserves across hibernation
+	// and wake-up, each at most once.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=3
+	// +optional
+	PersistentContents []PersistentContent `json:"persistentContents,omitempty"`
+
+	// Template is the Pod every sandbox of the pool is created from.
+	// +required
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// UpdateStrategy says how warm sandboxes move to a new template.
+	// +optional
+	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// SandboxSetUpdateStrategy limits how a template change rolls through the pool.
+type SandboxSetUpdateStrategy struct {
+	// MaxUnavailable is how many warm sandboxes, as a number or a percentage
+	// of replicas (rounded up), may be unavailable while old ones are
+	// replaced. At least one is always allowed. Claimed sandboxes are never
+	// replaced.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="must be a non-negative integer or a percentage from 0% to 100%"
+	// +kubebuilder:default="25%"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+}
+
+// SandboxSetStatus is the observed state of the warm pool.
+type SandboxSetStatus struct {
+	// ObservedGeneration is the generation this status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Replicas counts the sandboxes in the pool: creating plus available,
+	// neither claimed nor terminating.
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// AvailableReplicas counts the sandboxes that can be claimed now.
+	// +optional
+	AvailableReplicas int32 `json:"availableReplicas"`
+
+	// UpdatedReplicas counts the pool's sandboxes at UpdateRevision.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas"`
+
+	// UpdateRevision is the hash of the current template and
+	// persistentContents; new sandboxes carry it in their revision label.
+	// +optional
+	UpdateRevision string `json:"updateRevision,omitempty"`
+
+	// Selector selects the pool's Pods, for the scale subresource and HPA.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// Conditions say whether the pool is full and why not.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types of a SandboxSet.
+const (
+	// ConditionReady is True when every sandbox of the pool is available and
+	// at the current revision.
+	ConditionReady = "Ready"
+	// ConditionReplicaFailure is True when the pool cannot create Pods.
+	ConditionReplicaFailure = "ReplicaFailure"
+)
+
+// Condition reasons of a SandboxSet.
+const (
+	ReasonPoolReady         = "PoolReady"
+	ReasonSandboxesCreating = "SandboxesCreating"
+	ReasonRollingUpdate     = "RollingUpdate"
+	ReasonUnschedulable     = "Unschedulable"
+	ReasonQuotaExceeded     = "QuotaExceeded"
+	ReasonCreateForbidden   = "CreateForbidden"
+	ReasonCreateFailed      = "CreateFailed"
+	ReasonCreateSucceeded   = "CreateSucceeded"
+)
+
+// SandboxSet keeps a warm pool of ready sandbox Pods. Agents claim a Pod by
+// labelling it; the pool refills at once.
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=sbs,categories=all
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=".status.replicas"
+// +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=".status.availableReplicas"
+// +kubebuilder:printcolumn:name="UpdateRevision",type=string,JSONPath=".status.updateRevision"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=".spec.replicas",priority=1
+// +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=".status.updatedReplicas",priority=1
+type SandboxSet struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec SandboxSetSpec `json:"spec"`
+	// +optional
+	Status SandboxSetStatus `json:"status,omitempty"`
+}
+
+// SandboxSetList is a list of SandboxSets.
+// +kubebuilder:object:root=true
+type SandboxSetList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SandboxSet `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SandboxSet{}, &SandboxSetList{})
+}

@@ -1,0 +1,114 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+// expectations remembers, per SandboxSet, the Pods this manager has asked the
+// API server to create or delete and has not yet seen reflected in its
+// cache. They are recorded before the request is sent, so a watch event that
+// beats the bookkeeping cannot be missed; the reconciler then counts pending
+// creations as creating Pods and pending deletions as gone, instead of
+// waiting for the cache, so a lagging cache neither over-creates nor stalls.
+//
+// Creations are tracked by the Pod names the controller picks itself. An
+// entry the cache never confirms (a Pod deleted before the informer saw it,
+// a request that failed ambiguously) expires after ttl, so nothing stalls
+// for longer than that.
+type expectations struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu    sync.Mutex
+	pools map[types.NamespacedName]*pending
+}
+
+type pending struct {
+	creates map[string]time.Time
+	deletes map[types.UID]time.Time
+}
+
+func newExpectations(ttl time.Duration) *expectations {
+	return &expectations{ttl: ttl, now: time.Now, pools: map[types.NamespacedName]*pending{}}
+}
+
+func (e *expectations) pool(key types.NamespacedName) *pending {
+	p, ok := e.pools[key]
+	if !ok {
+		p = &pending{creates: map[string]time.Time{}, deletes: map[types.UID]time.Time{}}
+		e.pools[key] = p
+	}
+	return p
+}
+
+// expectCreations records Pods about to be created.
+func (e *expectations) expectCreations(key types.NamespacedName, names []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now, p := e.now(), e.pool(key)
+	for _, name := range names {
+		p.creates[name] = now
+	}
+}
+
+// creationFailed drops a creation the API server refused.
+func (e *expectations) creationFailed(key types.NamespacedName, name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pool(key).creates, name)
+}
+
+// expectDeletion records a Pod about to be deleted.
+func (e *expectations) expectDeletion(key types.NamespacedName, uid types.UID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pool(key).deletes[uid] = e.now()
+}
+
+// deletionFailed drops a deletion the API server refused.
+func (e *expectations) deletionFailed(key types.NamespacedName, uid types.UID) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pool(key).deletes, uid)
+}
+
+// observe settles the expectations the cached Pods confirm, expires old ones,
+// and returns what is still pending: Pod names created but not yet cached,
+// and UIDs deleted but still cached.
+func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (creates sets.Set[string], deletes sets.Set[types.UID]) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.pools[key]
+	if !ok {
+		return sets.New[string](), sets.New[types.UID]()
+	}
+	names, uids := sets.New[string](), sets.New[types.UID]()
+	for _, pod := range cached {
+		names.Insert(pod.Name)
+		uids.Insert(pod.UID)
+	}
+	expired := e.now().Add(-e.ttl)
+	for name, at := range p.creates {
+		if names.Has(name) || at.Before(expired) {
+			delete(p.creates, name)
+		}
+	}
+	for uid, at := range p.deletes {
+		if !uids.Has(uid) || at.Before(expired) {
+			delete(p.deletes, uid)
+		}
+	}
+	return sets.KeySet(p.creates), sets.KeySet(p.deletes)
+}
+
+// forget drops everything about a SandboxSet that no longer exists.
+func (e *expectations) forget(key types.NamespacedName) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.pools, key)
+}

@@ -1,0 +1,78 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// podEventHandler wakes a Pod's SandboxSet, found by the pool label rather
+// than the owner reference: a claimed Pod may already have been released by
+// the time its event arrives, and its claim is exactly what must trigger the
+// refill. Updates that change nothing the controller reads are dropped.
+type podEventHandler struct {
+	refills *refillClock
+}
+
+type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+
+func (h *podEventHandler) Create(_ context.Context, e event.TypedCreateEvent[client.Object], q queue) {
+	enqueuePool(e.Object, q)
+}
+
+func (h *podEventHandler) Update(_ context.Context, e event.TypedUpdateEvent[client.Object], q queue) {
+	oldPod, okOld := e.ObjectOld.(*corev1.Pod)
+	newPod, okNew := e.ObjectNew.(*corev1.Pod)
+	if !okOld || !okNew || !poolRelevantChange(oldPod, newPod) {
+		return
+	}
+	if !isClaimed(oldPod) && isClaimed(newPod) {
+		key := types.NamespacedName{Namespace: newPod.Namespace, Name: newPod.Labels[agentsv1alpha1.LabelSandboxSet]}
+		h.refills.claimed(key, claimTime(newPod))
+		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()
+	}
+	enqueuePool(newPod, q)
+}
+
+func (h *podEventHandler) Delete(_ context.Context, e event.TypedDeleteEvent[client.Object], q queue) {
+	enqueuePool(e.Object, q)
+}
+
+func (h *podEventHandler) Generic(_ context.Context, e event.TypedGenericEvent[client.Object], q queue) {
+	enqueuePool(e.Object, q)
+}
+
+func enqueuePool(obj client.Object, q queue) {
+	if name := obj.GetLabels()[agentsv1alpha1.LabelSandboxSet]; name != "" {
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: name}})
+	}
+}
+
+// poolRelevantChange reports whether an update touches what the controller
+// decides on: labels, owners, deletion, phase or readiness.
+func poolRelevantChange(oldPod, newPod *corev1.Pod) bool {
+	return !equality.Semantic.DeepEqual(oldPod.Labels, newPod.Labels) ||
+		!equality.Semantic.DeepEqual(oldPod.OwnerReferences, newPod.OwnerReferences) ||
+		(oldPod.DeletionTimestamp == nil) != (newPod.DeletionTimestamp == nil) ||
+		oldPod.Status.Phase != newPod.Status.Phase ||
+		isReady(oldPod) != isReady(newPod) ||
+		isUnschedulable(oldPod) != isUnschedulable(newPod)
+}
+
+// claimTime is when the Pod was claimed: the admission-stamped annotation
+// when present, otherwise now, when the controller first sees the claim.
+func claimTime(pod *corev1.Pod) time.Time {
+	if at, err := time.Parse(time.RFC3339Nano, pod.Annotations[agentsv1alpha1.AnnotationClaimedAt]); err == nil {
+		return at
+	}
+	return time.Now()
+}

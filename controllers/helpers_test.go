@@ -1,0 +1,128 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/kubelet"
+)
+
+func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
+	return &agentsv1alpha1.SandboxSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: agentsv1alpha1.SandboxSetSpec{
+			Replicas:           replicas,
+			PersistentContents: []agentsv1alpha1.PersistentContent{agentsv1alpha1.PersistentContentIP},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"foo": "bar"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:alpine"}}},
+			},
+		},
+	}
+}
+
+// podsOf lists a SandboxSet's Pods straight from the API server; with a
+// state it returns only the Pods in that state.
+func podsOf(ctx context.Context, g Gomega, sbs *agentsv1alpha1.SandboxSet, state ...agentsv1alpha1.SandboxState) []corev1.Pod {
+	selector := client.MatchingLabels{agentsv1alpha1.LabelSandboxSet: sbs.Name}
+	if len(state) == 1 {
+		selector[agentsv1alpha1.LabelState] = string(state[0])
+	}
+	list := &corev1.PodList{}
+	g.Expect(k8sClient.List(ctx, list, client.InNamespace(sbs.Namespace), selector)).To(Succeed())
+	return list.Items
+}
+
+// makeReady plays kubelet: every creating Pod of the pool becomes Ready.
+func makeReady(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) {
+	for _, pod := range podsOf(ctx, Default, sbs, agentsv1alpha1.StateCreating) {
+		Expect(kubelet.SetReady(ctx, k8sClient, &pod, true)).To(Succeed())
+	}
+}
+
+// expectPool waits until the status shows the pool at replicas/available.
+func expectPool(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas, available int32) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		got := &agentsv1alpha1.SandboxSet{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+		g.Expect(got.Status.Replicas).To(Equal(replicas), "status.replicas")
+		g.Expect(got.Status.AvailableReplicas).To(Equal(available), "status.availableReplicas")
+		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation), "status.observedGeneration")
+		g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(int(available)), "Pods labelled available")
+	}, timeout, interval).Should(Succeed())
+}
+
+// claim labels a Pod as claimed by agent, as an agent's one label patch.
+func claim(ctx context.Context, pod *corev1.Pod, agent string) {
+	patched := pod.DeepCopy()
+	patched.Labels[agentsv1alpha1.LabelClaimedBy] = agent
+	Expect(k8sClient.Patch(ctx, patched, client.MergeFrom(pod))).To(Succeed())
+}
+
+func getPod(ctx context.Context, g Gomega, ns, name string) *corev1.Pod {
+	pod := &corev1.Pod{}
+	g.Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pod)).To(Succeed())
+	return pod
+}
+
+// creationCounter counts every Pod ever created in a namespace, by UID,
+// from a watch opened before the test creates anything. The watch resumes
+// from its last resourceVersion if the API server closes it, as it does to a
+// watcher that falls behind a burst, so no creation goes uncounted.
+type creationCounter struct {
+	mu   sync.Mutex
+	uids sets.Set[types.UID]
+	w    watch.Interface
+}
+
+func countCreations(ctx context.Context, ns string) *creationCounter {
+	GinkgoHelper()
+	clientset := kubernetes.NewForConfigOrDie(cfg)
+	list, err := clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	Expect(err).NotTo(HaveOccurred())
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &toolscache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			return clientset.CoreV1().Pods(ns).Watch(ctx, opts)
+		},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	c := &creationCounter{uids: sets.New[types.UID](), w: w}
+	for i := range list.Items {
+		c.uids.Insert(list.Items[i].UID)
+	}
+	go func() {
+		for ev := range w.ResultChan() {
+			if pod, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
+				c.mu.Lock()
+				c.uids.Insert(pod.UID)
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c
+}
+
+func (c *creationCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.uids.Len()
+}
+
+func (c *creationCounter) stop() { c.w.Stop() }
+
+func resourceQuantity(n int64) *resource.Quantity { return resource.NewQuantity(n, resource.DecimalSI) }

@@ -1,0 +1,48 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Pool metrics, served next to controller-runtime's own on the manager's
+// metrics endpoint.
+var (
+	poolSandboxes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sandboxset_sandboxes",
+		Help: "Sandboxes in a SandboxSet's warm pool, by state (creating or available).",
+	}, []string{"namespace", "sandboxset", "state"})
+
+	poolDesired = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sandboxset_desired_sandboxes",
+		Help: "The warm pool size a SandboxSet asks for (spec.replicas).",
+	}, []string{"namespace", "sandboxset"})
+
+	claimsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sandboxset_claims_total",
+		Help: "Sandboxes claimed out of a SandboxSet's pool, as seen by the controller.",
+	}, []string{"namespace", "sandboxset"})
+
+	claimToReplacement = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sandboxset_claim_to_replacement_seconds",
+		Help:    "Time from a sandbox being claimed to the API server accepting its replacement Pod.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms to 41 s
+	}, []string{"namespace", "sandboxset"})
+
+	podOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sandboxset_pod_operations_total",
+		Help: "Pod writes by the SandboxSet controller, by operation and result.",
+	}, []string{"operation", "result"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(poolSandboxes, poolDesired, claimsTotal, claimToReplacement, podOperations)
+}
+
+func forgetPoolMetrics(namespace, name string) {
+	labels := map[string]string{"namespace": namespace, "sandboxset": name}
+	poolSandboxes.DeletePartialMatch(labels)
+	poolDesired.DeletePartialMatch(labels)
+	claimsTotal.DeletePartialMatch(labels)
+	claimToReplacement.DeletePartialMatch(labels)
+}

@@ -1,0 +1,105 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// isClaimed reports whether an agent holds the Pod: it has a holder, or its
+// state already says claimed. A claimed Pod has left the pool for good.
+func isClaimed(pod *corev1.Pod) bool {
+	return pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" ||
+		pod.Labels[agentsv1alpha1.LabelState] == string(agentsv1alpha1.StateClaimed)
+}
+
+// isReady reports whether the Pod's Ready condition is True.
+func isReady(pod *corev1.Pod) bool {
+	return podCondition(pod, corev1.PodReady) == corev1.ConditionTrue
+}
+
+// isFinished reports whether the Pod's containers have stopped for good,
+// which covers failed and evicted Pods.
+func isFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
+}
+
+// isTerminating reports whether the Pod is being deleted.
+func isTerminating(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp != nil
+}
+
+// isUnschedulable reports whether the scheduler has found no node for the Pod.
+func isUnschedulable(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable
+		}
+	}
+	return false
+}
+
+func podCondition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == t {
+			return c.Status
+		}
+	}
+	return corev1.ConditionUnknown
+}
+
+// readinessState is the state label a pool Pod should carry.
+func readinessState(pod *corev1.Pod) agentsv1alpha1.SandboxState {
+	if isReady(pod) {
+		return agentsv1alpha1.StateAvailable
+	}
+	return agentsv1alpha1.StateCreating
+}
+
+// isAvailable reports whether a pool Pod can be claimed now.
+func isAvailable(pod *corev1.Pod) bool {
+	return readinessState(pod) == agentsv1alpha1.StateAvailable
+}
+
+// isControlledBy reports whether the Pod's controller is the SandboxSet with uid.
+func isControlledBy(pod *corev1.Pod, uid types.UID) bool {
+	ref := metav1.GetControllerOfNoCopy(pod)
+	return ref != nil && ref.UID == uid
+}
+
+func revisionOf(pod *corev1.Pod) string {
+	return pod.Labels[agentsv1alpha1.LabelRevision]
+}
+
+// newPod builds a pool Pod from the SandboxSet's template, with a name chosen
+// here so that the creation can be expected before it is requested.
+func newPod(sbs *agentsv1alpha1.SandboxSet, revision string) *corev1.Pod {
+	tmpl := sbs.Spec.Template.DeepCopy()
+	labels := tmpl.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[agentsv1alpha1.LabelSandboxSet] = sbs.Name
+	labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateCreating)
+	labels[agentsv1alpha1.LabelRevision] = revision
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            podName(sbs.Name),
+			Namespace:       sbs.Namespace,
+			Labels:          labels,
+			Annotations:     tmpl.Annotations,
+			OwnerReferences: []metav1.OwnerReference{*ownerReference(sbs)},
+		},
+		Spec: tmpl.Spec,
+	}
+}
+
+// podName is the SandboxSet's name and a random suffix, e.g. demo-x7k2p.
+func podName(sandboxSet string) string {
+	return sandboxSet + "-" + utilrand.String(podNameSuffixLength)
+}
+
+const podNameSuffixLength = 5

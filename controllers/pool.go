@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/sets"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// pool is a SandboxSet's Pods, sorted by what the controller must do with them.
+type pool struct {
+	// active Pods are the pool: creating or available, unclaimed, not terminating.
+	active []*corev1.Pod
+	// pendingCreates counts Pods created but not yet in the cache; they are
+	// creating Pods at the update revision.
+	pendingCreates int
+	// claimed Pods still controlled by the SandboxSet; they must be released.
+	claimed []*corev1.Pod
+	// finished Pods failed or were evicted; they are deleted and replaced.
+	finished []*corev1.Pod
+	// orphans carry the pool label but no controller; they are adopted.
+	orphans []*corev1.Pod
+}
+
+// classify sorts the Pods labelled for a SandboxSet. Pods controlled by
+// another object, terminating Pods, Pods being deleted by this manager,
+// and claimed Pods already released are left out: none of them is the
+// controller's business.
+func classify(uid types.UID, pods []*corev1.Pod, deleting sets.Set[types.UID]) pool {
+	var p pool
+	for _, pod := range pods {
+		if deleting.Has(pod.UID) || isTerminating(pod) {
+			continue
+		}
+		owned := isControlledBy(pod, uid)
+		switch {
+		case isClaimed(pod):
+			if owned {
+				p.claimed = append(p.claimed, pod)
+			}
+		case !owned:
+			if hasNoController(pod) {
+				p.orphans = append(p.orphans, pod)
+			}
+		case isFinished(pod):
+			p.finished = append(p.finished, pod)
+		default:
+			p.active = append(p.active, pod)
+		}
+	}
+	return p
+}
+
+func hasNoController(pod *corev1.Pod) bool {
+	for _, ref := range pod.OwnerReferences {
+		if ref.Controller != nil && *ref.Controller {
+			return false
+		}
+	}
+	return true
+}
+
+// plan is what one reconcile changes.
+type plan struct {
+	create  int
+	delete  []*corev1.Pod
+	relabel []*corev1.Pod // Pods whose state label no longer matches readiness
+}
+
+// computePlan diffs the pool against the spec. It creates every missing Pod
+// at once, deletes any excess (creating before available, old revisions
+// before new, newest first), and rolls old-revision Pods to updateRevision
+// no faster than maxUnavailable allows.
+func computePlan(p pool, replicas int32, maxUnavailable int, updateRevision string) plan {
+	var out plan
+	out.delete = append(out.delete, p.finished...)
+
+	desired := int(replicas)
+	candidates := sortForDeletion(p.active, updateRevision)
+	keep := candidates
+	if excess := len(p.active) + p.pendingCreates - desired; excess > 0 {
+		n := min(excess, len(candidates))
+		out.delete = append(out.delete, candidates[:n]...)
+		keep = candidates[n:]
+	} else {
+		out.create = -excess
+	}
+
+	// Roll old revisions. A creating Pod can go at once: it is not available
+	// anyway. An available one costs one unit of the unavailability budget.
+	available := 0
+	for _, pod := range keep {
+		if isAvailable(pod) {
+			available++
+		}
+	}
+	budget := maxUnavailable - max(0, desired-available)
+	var stay []*corev1.Pod
+	for _, pod := range keep {
+		if revisionOf(pod) == updateRevision {
+			stay = append(stay, pod)
+			continue
+		}
+		if isAvailable(pod) {
+			if budget <= 0 {
+				stay = append(stay, pod)
+				continue
+			}
+			budget--
+		}
+		out.delete = append(out.delete, pod)
+		out.create++
+	}
+
+	for _, pod := range stay {
+		if pod.Labels[agentsv1alpha1.LabelState] != string(readinessState(pod)) {
+			out.relabel = append(out.relabel, pod)
+		}
+	}
+	return out
+}
+
+// sortForDeletion orders Pods so that the cheapest to lose come first:
+// creating before available, old revisions before the update revision, then
+// the newest first.
+func sortForDeletion(pods []*corev1.Pod, updateRevision string) []*corev1.Pod {
+	sorted := append([]*corev1.Pod(nil), pods...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if x, y := isAvailable(a), isAvailable(b); x != y {
+			return !x
+		}
+		if x, y := revisionOf(a) == updateRevision, revisionOf(b) == updateRevision; x != y {
+			return !x
+		}
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	})
+	return sorted
+}
+
+// resolveMaxUnavailable turns the update strategy into a Pod count. A
+// percentage rounds up, and at least one Pod may always be replaced, so a
+// rollout can never wedge.
+func resolveMaxUnavailable(v *intstr.IntOrString, replicas int32) int {
+	if v == nil {
+		return 1
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(v, int(replicas), true)
+	if err != nil || n < 1 {
+		return 1 // the schema and the webhook refuse bad values; stay safe anyway
+	}
+	return n
+}

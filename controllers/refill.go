@@ -1,0 +1,47 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// refillClock pairs claims with the replacement Pods they trigger, to
+// measure claim-to-replacement latency. Claims are queued as the Pod watch
+// sees them and matched, oldest first, with the next successful creations.
+type refillClock struct {
+	mu     sync.Mutex
+	claims map[types.NamespacedName][]time.Time
+}
+
+func newRefillClock() *refillClock {
+	return &refillClock{claims: map[types.NamespacedName][]time.Time{}}
+}
+
+func (c *refillClock) claimed(key types.NamespacedName, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.claims[key] = append(c.claims[key], at)
+}
+
+// replaced returns the claim times the next n creations answer.
+func (c *refillClock) replaced(key types.NamespacedName, n int) []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.claims[key]
+	n = min(n, len(q))
+	answered := q[:n:n]
+	if n == len(q) {
+		delete(c.claims, key)
+	} else {
+		c.claims[key] = q[n:]
+	}
+	return answered
+}
+
+func (c *refillClock) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.claims, key)
+}

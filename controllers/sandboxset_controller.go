@@ -1,0 +1,366 @@
+// Package controllers holds the SandboxSet warm-pool controller.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// Options tune the controller. The zero value is not useful; see cmd/manager
+// for the defaults.
+type Options struct {
+	// Workers is how many SandboxSets reconcile at once.
+	Workers int
+	// PodWriteParallelism bounds the Pod writes one reconcile has in flight.
+	PodWriteParallelism int
+	// ExpectationTTL is how long a creation or deletion may go unseen in the
+	// cache before the controller stops counting on it.
+	ExpectationTTL time.Duration
+}
+
+// SandboxSetReconciler keeps each SandboxSet's warm pool full.
+type SandboxSetReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Options  Options
+
+	expectations *expectations
+	refills      *refillClock
+}
+
+// +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one SandboxSet's pool to its spec and reports its status.
+func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	sbs := &agentsv1alpha1.SandboxSet{}
+	if err := r.Get(ctx, req.NamespacedName, sbs); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("getting SandboxSet: %w", err)
+	}
+
+	pods, err := r.listPods(ctx, sbs)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	pendingCreates, pendingDeletes := r.expectations.observe(req.NamespacedName, pods)
+	p := classify(sbs.UID, pods, pendingDeletes)
+	p.pendingCreates = pendingCreates.Len()
+
+	// Claimed Pods are released even while the SandboxSet is being deleted:
+	// that is what keeps the garbage collector off them.
+	errs := []error{r.releaseClaimed(ctx, sbs, p.claimed)}
+	if sbs.DeletionTimestamp != nil {
+		return ctrl.Result{}, kerrors.NewAggregate(errs)
+	}
+	adopted, err := r.adoptOrphans(ctx, sbs, p.orphans)
+	p.active = append(p.active, adopted...)
+	errs = append(errs, err)
+
+	revision := sbs.Spec.Revision()
+	todo := computePlan(p, sbs.Spec.Replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, sbs.Spec.Replicas), revision)
+	created, createErr := r.createPods(ctx, sbs, revision, todo.create)
+	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete), r.relabelPods(ctx, todo.relabel))
+
+	// The status reflects this pass's writes: deleted Pods are gone, created
+	// ones are creating, relabelled ones carry their new state.
+	p.active = withoutPods(p.active, todo.delete)
+	p.pendingCreates += created
+	err = kerrors.NewAggregate(errs)
+	if statusErr := r.updateStatus(ctx, sbs, p, revision, createErr, err == nil); statusErr != nil {
+		return ctrl.Result{}, kerrors.NewAggregate([]error{err, statusErr})
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if p.pendingCreates > 0 || len(pendingDeletes) > 0 {
+		// Nothing else may wake this pool if an expectation is never met.
+		return ctrl.Result{RequeueAfter: r.Options.ExpectationTTL}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *SandboxSetReconciler) listPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) ([]*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(sbs.Namespace), client.MatchingFields{IndexSandboxSet: sbs.Name}); err != nil {
+		return nil, fmt.Errorf("listing Pods of SandboxSet: %w", err)
+	}
+	pods := make([]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		pods[i] = &list.Items[i]
+	}
+	return pods, nil
+}
+
+// createPods creates n Pods at the update revision, all at once within
+// PodWriteParallelism. After the first refusal it stops issuing new requests,
+// so a quota-starved namespace costs one failed call per retry, not n.
+func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, revision string, n int) (int, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	key := client.ObjectKeyFromObject(sbs)
+	pods := make([]*corev1.Pod, n)
+	names := make([]string, n)
+	for i := range pods {
+		pods[i] = newPod(sbs, revision)
+		names[i] = pods[i].Name
+	}
+	r.expectations.expectCreations(key, names)
+
+	var created atomic.Int32
+	var firstErr atomic.Pointer[error]
+	r.parallel(ctx, len(pods), func(ctx context.Context, i int) {
+		if firstErr.Load() != nil {
+			r.expectations.creationFailed(key, pods[i].Name)
+			return
+		}
+		if err := r.createPod(ctx, key, pods[i]); err != nil {
+			firstErr.CompareAndSwap(nil, &err)
+			return
+		}
+		created.Add(1)
+	})
+
+	log := ctrl.LoggerFrom(ctx)
+	if c := int(created.Load()); c > 0 {
+		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
+		for _, at := range r.refills.replaced(key, c) {
+			claimToReplacement.WithLabelValues(sbs.Namespace, sbs.Name).Observe(time.Since(at).Seconds())
+		}
+		log.V(1).Info("Created sandbox Pods", "count", c, "revision", revision)
+	}
+	if errp := firstErr.Load(); errp != nil {
+		err := *errp
+		r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Cannot create sandbox Pods: %v", err)
+		return int(created.Load()), fmt.Errorf("creating sandbox Pods: %w", err)
+	}
+	return int(created.Load()), nil
+}
+
+// createPod creates one Pod, retrying under a fresh name on the rare clash
+// of random suffixes.
+func (r *SandboxSetReconciler) createPod(ctx context.Context, key types.NamespacedName, pod *corev1.Pod) error {
+	for attempt := 0; ; attempt++ {
+		err := r.Create(ctx, pod)
+		podOperations.WithLabelValues("create", resultOf(err)).Inc()
+		if err == nil {
+			return nil
+		}
+		r.expectations.creationFailed(key, pod.Name)
+		if !apierrors.IsAlreadyExists(err) || attempt == 2 {
+			return fmt.Errorf("creating Pod %s: %w", pod.Name, err)
+		}
+		pod.Name = podName(key.Name)
+		r.expectations.expectCreations(key, []string{pod.Name})
+	}
+}
+
+// deletePods deletes Pods only as the controller last saw them: the UID and
+// resourceVersion preconditions make the API server refuse the delete if an
+// agent claimed the Pod in the meantime.
+func (r *SandboxSetReconciler) deletePods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pods []*corev1.Pod) error {
+	if len(pods) == 0 {
+		return nil
+	}
+	key := client.ObjectKeyFromObject(sbs)
+	var deleted atomic.Int32
+	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
+		pod := pods[i]
+		r.expectations.expectDeletion(key, pod.UID)
+		err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID, ResourceVersion: &pod.ResourceVersion})
+		podOperations.WithLabelValues("delete", resultOf(err)).Inc()
+		switch {
+		case err == nil || apierrors.IsNotFound(err):
+			deleted.Add(1)
+			return nil
+		case apierrors.IsConflict(err):
+			// Changed since the cache saw it, perhaps claimed: decide again
+			// on the next event.
+			r.expectations.deletionFailed(key, pod.UID)
+			return nil
+		default:
+			r.expectations.deletionFailed(key, pod.UID)
+			return fmt.Errorf("deleting Pod %s: %w", pod.Name, err)
+		}
+	})
+	if d := deleted.Load(); d > 0 {
+		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted %d sandbox Pods", d)
+	}
+	if err := kerrors.NewAggregate(errs); err != nil {
+		r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "FailedDelete", "Delete", "Cannot delete sandbox Pods: %v", err)
+		return err
+	}
+	return nil
+}
+
+// relabelPods moves Pods' state label between creating and available to
+// follow readiness. The optimistic lock makes the patch fail, rather than
+// overwrite, if an agent claimed the Pod since the cache saw it.
+func (r *SandboxSetReconciler) relabelPods(ctx context.Context, pods []*corev1.Pod) error {
+	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
+		pod := pods[i]
+		patched := pod.DeepCopy()
+		patched.Labels[agentsv1alpha1.LabelState] = string(readinessState(pod))
+		err := r.Patch(ctx, patched, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}))
+		podOperations.WithLabelValues("relabel", resultOf(err)).Inc()
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("setting state of Pod %s: %w", pod.Name, err)
+		}
+		return nil
+	})
+	return kerrors.NewAggregate(errs)
+}
+
+// releaseClaimed drops the SandboxSet's controller reference from claimed
+// Pods, so that deleting the SandboxSet never deletes a sandbox an agent
+// holds, and marks them claimed so that no agent finds them as available.
+// It is the only write the controller ever makes to a claimed Pod; the claim
+// webhook makes it in the claim itself, and then this finds nothing to do.
+func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pods []*corev1.Pod) error {
+	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
+		pod := pods[i]
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"ownerReferences":[{"$patch":"delete","uid":%q}],"uid":%q}}`,
+			agentsv1alpha1.LabelState, agentsv1alpha1.StateClaimed, sbs.UID, pod.UID)
+		err := r.Patch(ctx, pod, client.RawPatch(types.StrategicMergePatchType, []byte(patch)))
+		podOperations.WithLabelValues("release", resultOf(err)).Inc()
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("releasing claimed Pod %s: %w", pod.Name, err)
+		}
+		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxClaimed", "Release",
+			"Sandbox %s claimed by %s left the pool", pod.Name, pod.Labels[agentsv1alpha1.LabelClaimedBy])
+		return nil
+	})
+	return kerrors.NewAggregate(errs)
+}
+
+// adoptOrphans takes over unclaimed Pods that carry the pool's label but no
+// controller, e.g. after the SandboxSet was deleted with orphaning and
+// created again. The resourceVersion precondition keeps a Pod claimed in the
+// meantime from being adopted.
+func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pods []*corev1.Pod) ([]*corev1.Pod, error) {
+	adopted := make([]*corev1.Pod, len(pods))
+	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
+		pod := pods[i].DeepCopy()
+		pod.OwnerReferences = append(pod.OwnerReferences, *ownerReference(sbs))
+		err := r.Patch(ctx, pod, client.MergeFromWithOptions(pods[i], client.MergeFromWithOptimisticLock{}))
+		podOperations.WithLabelValues("adopt", resultOf(err)).Inc()
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("adopting Pod %s: %w", pod.Name, err)
+		}
+		if err == nil {
+			adopted[i] = pod
+		}
+		return nil
+	})
+	return withoutPods(adopted, nil), kerrors.NewAggregate(errs)
+}
+
+// updateStatus writes the status if it changed. observedGeneration moves
+// only after a pass without errors.
+func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, p pool, revision string, createErr error, clean bool) error {
+	selector := fmt.Sprintf("%s=%s", agentsv1alpha1.LabelSandboxSet, sbs.Name)
+	status := computeStatus(sbs, p, revision, selector, createErr)
+	if clean {
+		status.ObservedGeneration = sbs.Generation
+	}
+	r.recordPoolMetrics(sbs, status)
+	if equality.Semantic.DeepEqual(sbs.Status, status) {
+		return nil
+	}
+	patched := sbs.DeepCopy()
+	patched.Status = status
+	if err := r.Status().Patch(ctx, patched, client.MergeFrom(sbs)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("updating SandboxSet status: %w", err)
+	}
+	return nil
+}
+
+func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) {
+	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateAvailable)).Set(float64(status.AvailableReplicas))
+	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateCreating)).Set(float64(status.Replicas - status.AvailableReplicas))
+	poolDesired.WithLabelValues(sbs.Namespace, sbs.Name).Set(float64(sbs.Spec.Replicas))
+}
+
+func (r *SandboxSetReconciler) forget(key types.NamespacedName) {
+	r.expectations.forget(key)
+	r.refills.forget(key)
+	forgetPoolMetrics(key.Namespace, key.Name)
+}
+
+// SetupWithManager registers the controller, its Pod index and its watches.
+func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	r.expectations = newExpectations(r.Options.ExpectationTTL)
+	r.refills = newRefillClock()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexSandboxSet, indexBySandboxSet); err != nil {
+		return fmt.Errorf("indexing Pods by SandboxSet: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&agentsv1alpha1.SandboxSet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Pod{}, &podEventHandler{refills: r.refills}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.Options.Workers,
+			// Failed passes back off per SandboxSet; healthy ones never wait.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second),
+		}).
+		Complete(r)
+}
+
+func ownerReference(sbs *agentsv1alpha1.SandboxSet) *metav1.OwnerReference {
+	return metav1.NewControllerRef(sbs, agentsv1alpha1.GroupVersion.WithKind("SandboxSet"))
+}
+
+func resultOf(err error) string {
+	var status apierrors.APIStatus
+	switch {
+	case err == nil:
+		return "success"
+	case errors.As(err, &status):
+		return string(status.Status().Reason)
+	default:
+		return "error"
+	}
+}
+
+// withoutPods returns pods minus those in drop, and minus nils.
+func withoutPods(pods, drop []*corev1.Pod) []*corev1.Pod {
+	dropped := make(map[types.UID]bool, len(drop))
+	for _, pod := range drop {
+		dropped[pod.UID] = true
+	}
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, pod := range pods {
+		if pod != nil && !dropped[pod.UID] {
+			out = append(out, pod)
+		}
+	}
+	return out
+}

@@ -1,0 +1,372 @@
+package controllers
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/kubelet"
+)
+
+var _ = Describe("SandboxSet warm pool", func() {
+	var (
+		ns       string
+		sbs      *agentsv1alpha1.SandboxSet
+		creation *creationCounter
+	)
+
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		creation = countCreations(context.Background(), ns)
+		DeferCleanup(creation.stop)
+	})
+
+	create := func(ctx context.Context, replicas int32) {
+		sbs = newSandboxSet(ns, "demo", replicas)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+	}
+
+	It("walks the seed's four stages: full, claimed, refilling, restored", func(ctx SpecContext) {
+		create(ctx, 3)
+		By("creating three Pods with the pool's labels and owner")
+		Eventually(func(g Gomega) {
+			pods := podsOf(ctx, g, sbs, agentsv1alpha1.StateCreating)
+			g.Expect(pods).To(HaveLen(3))
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			g.Expect(got.Status.UpdateRevision).NotTo(BeEmpty())
+			for _, pod := range pods {
+				g.Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelRevision, got.Status.UpdateRevision))
+				g.Expect(pod.Annotations).To(HaveKeyWithValue("foo", "bar"))
+				g.Expect(metav1.IsControlledBy(&pod, got)).To(BeTrue())
+			}
+		}, timeout, interval).Should(Succeed())
+		expectPool(ctx, sbs, 3, 0)
+
+		By("stage 1: the pool is ready, 3 of 3 available")
+		makeReady(ctx, sbs)
+		expectPool(ctx, sbs, 3, 3)
+
+		By("stage 2: an agent claims a sandbox; it leaves the pool")
+		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
+		claim(ctx, &claimed, "agent-1")
+		Eventually(func(g Gomega) {
+			pod := getPod(ctx, g, ns, claimed.Name)
+			g.Expect(pod.OwnerReferences).To(BeEmpty(), "released from the SandboxSet")
+			g.Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+			g.Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelSandboxSet, "demo"), "kept for traceability")
+		}, timeout, interval).Should(Succeed())
+
+		By("stage 3: a replacement is creating at once; 3 replicas, 2 available")
+		expectPool(ctx, sbs, 3, 2)
+		Expect(podsOf(ctx, Default, sbs, agentsv1alpha1.StateCreating)).To(HaveLen(1))
+
+		By("stage 4: the replacement is ready; 3 of 3 available again")
+		makeReady(ctx, sbs)
+		expectPool(ctx, sbs, 3, 3)
+		Expect(creation.count()).To(Equal(4))
+
+		By("never touching the claimed Pod again")
+		released := getPod(ctx, Default, ns, claimed.Name)
+		Consistently(func(g Gomega) {
+			g.Expect(getPod(ctx, g, ns, claimed.Name).ResourceVersion).To(Equal(released.ResourceVersion))
+		}, holdFor, interval).Should(Succeed())
+	})
+
+	It("shows the seed's columns in kubectl get sbs", func(ctx SpecContext) {
+		create(ctx, 2)
+		makeReadyWhenCreated(ctx, sbs, 2)
+		expectPool(ctx, sbs, 2, 2)
+		got := &agentsv1alpha1.SandboxSet{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+
+		out := kubectl(ctx, "get", "sbs", "-n", ns)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		Expect(lines).To(HaveLen(2), out)
+		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE"}))
+		Expect(strings.Fields(lines[1])[:4]).To(Equal([]string{"demo", "2", "2", got.Status.UpdateRevision}))
+		Expect(got.Status.UpdateRevision).To(MatchRegexp(`^[a-z0-9]{6,10}$`), "a short hash like pod-template-hash")
+	})
+
+	It("scales up and down through the scale subresource, creating Pods first to go", func(ctx SpecContext) {
+		create(ctx, 3)
+		makeReadyWhenCreated(ctx, sbs, 3)
+		expectPool(ctx, sbs, 3, 3)
+
+		By("scaling to 5 as kubectl scale does")
+		scale := &autoscalingv1.Scale{}
+		Expect(k8sClient.SubResource("scale").Get(ctx, sbs, scale)).To(Succeed())
+		Expect(scale.Status.Replicas).To(Equal(int32(3)))
+		Expect(scale.Status.Selector).To(Equal(agentsv1alpha1.LabelSandboxSet + "=demo"))
+		scaleTo(ctx, sbs, 5)
+		expectPool(ctx, sbs, 5, 3)
+
+		By("scaling to 2: the two creating Pods go first, then the newest available one")
+		available := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)
+		scaleTo(ctx, sbs, 2)
+		expectPool(ctx, sbs, 2, 2)
+		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
+		for _, pod := range podsOf(ctx, Default, sbs) {
+			Expect(available).To(ContainElement(HaveField("Name", pod.Name)), "an available Pod was kept over a creating one")
+		}
+		Expect(creation.count()).To(Equal(5))
+	})
+
+	It("rolls warm Pods to a new template within maxUnavailable and leaves claimed Pods at their revision", func(ctx SpecContext) {
+		sbs = newSandboxSet(ns, "demo", 4)
+		one := intstr.FromInt32(1)
+		sbs.Spec.UpdateStrategy.MaxUnavailable = &one
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		makeReadyWhenCreated(ctx, sbs, 4)
+		expectPool(ctx, sbs, 4, 4)
+		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
+		claim(ctx, &claimed, "agent-1")
+		makeReadyWhenCreated(ctx, sbs, 1)
+		expectPool(ctx, sbs, 4, 4)
+		oldRevision := claimed.Labels[agentsv1alpha1.LabelRevision]
+		claimedRV := getPod(ctx, Default, ns, claimed.Name).ResourceVersion
+
+		By("changing the template")
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+		sbs.Spec.Template.Spec.Containers[0].Image = "nginx:1.29-alpine"
+		Expect(k8sClient.Update(ctx, sbs)).To(Succeed())
+		newRevision := sbs.Spec.Revision()
+		Expect(newRevision).NotTo(Equal(oldRevision))
+
+		for step := 1; step <= 4; step++ {
+			By("replacing one warm Pod at a time")
+			Eventually(func(g Gomega) {
+				g.Expect(updatedPods(ctx, g, sbs, newRevision)).To(HaveLen(step))
+				g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(3))
+			}, timeout, interval).Should(Succeed())
+			Consistently(func(g Gomega) {
+				g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(3), "never more than maxUnavailable=1 down")
+			}, holdFor/4, interval).Should(Succeed())
+			makeReady(ctx, sbs)
+		}
+		expectPool(ctx, sbs, 4, 4)
+		Expect(updatedPods(ctx, Default, sbs, newRevision)).To(HaveLen(4))
+
+		claimedNow := getPod(ctx, Default, ns, claimed.Name)
+		Expect(claimedNow.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelRevision, oldRevision))
+		Expect(claimedNow.ResourceVersion).To(Equal(claimedRV))
+		Expect(creation.count()).To(Equal(9), "4 + 1 refill + 4 rolled")
+	})
+
+	It("moves a Pod back to creating when it loses readiness", func(ctx SpecContext) {
+		create(ctx, 2)
+		makeReadyWhenCreated(ctx, sbs, 2)
+		expectPool(ctx, sbs, 2, 2)
+		pod := podsOf(ctx, Default, sbs)[0]
+		Expect(kubelet.SetReady(ctx, k8sClient, &pod, false)).To(Succeed())
+		expectPool(ctx, sbs, 2, 1)
+		Expect(getPod(ctx, Default, ns, pod.Name).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateCreating)))
+		Expect(creation.count()).To(Equal(2), "a Pod that is not Ready is not replaced")
+	})
+
+	It("replaces Pods that fail, are evicted or are deleted", func(ctx SpecContext) {
+		create(ctx, 3)
+		makeReadyWhenCreated(ctx, sbs, 3)
+		expectPool(ctx, sbs, 3, 3)
+		pods := podsOf(ctx, Default, sbs)
+		Expect(kubelet.SetFailed(ctx, k8sClient, &pods[0], "Error")).To(Succeed())
+		Expect(kubelet.SetFailed(ctx, k8sClient, &pods[1], "Evicted")).To(Succeed())
+		Expect(k8sClient.Delete(ctx, &pods[2])).To(Succeed())
+
+		Eventually(func(g Gomega) {
+			for _, gone := range pods {
+				g.Expect(podsOf(ctx, g, sbs)).NotTo(ContainElement(HaveField("Name", gone.Name)))
+			}
+		}, timeout, interval).Should(Succeed())
+		makeReadyWhenCreated(ctx, sbs, 3)
+		expectPool(ctx, sbs, 3, 3)
+		Expect(creation.count()).To(Equal(6))
+	})
+
+	It("reports Pods that cannot be scheduled, without churning them", func(ctx SpecContext) {
+		create(ctx, 1)
+		var pod corev1.Pod
+		Eventually(func(g Gomega) {
+			pods := podsOf(ctx, g, sbs)
+			g.Expect(pods).To(HaveLen(1))
+			pod = pods[0]
+		}, timeout, interval).Should(Succeed())
+		Expect(kubelet.SetUnschedulable(ctx, k8sClient, &pod, "0/3 nodes are available: 3 Insufficient cpu.")).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			ready := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReady)
+			g.Expect(ready).NotTo(BeNil())
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal(agentsv1alpha1.ReasonUnschedulable))
+			g.Expect(ready.Message).To(ContainSubstring("Insufficient cpu"))
+		}, timeout, interval).Should(Succeed())
+		Consistently(func(g Gomega) {
+			g.Expect(podsOf(ctx, g, sbs)).To(ConsistOf(HaveField("UID", pod.UID)))
+		}, holdFor, interval).Should(Succeed())
+	})
+
+	It("says when a quota refuses Pods, and fills the pool once the quota allows", func(ctx SpecContext) {
+		quota := setPodQuota(ctx, ns, nil, 2)
+		create(ctx, 3)
+		Eventually(func(g Gomega) {
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			failure := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)
+			g.Expect(failure).NotTo(BeNil())
+			g.Expect(failure.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(failure.Reason).To(Equal(agentsv1alpha1.ReasonQuotaExceeded))
+			g.Expect(failure.Message).To(ContainSubstring("exceeded quota"))
+		}, timeout, interval).Should(Succeed())
+		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
+
+		setPodQuota(ctx, ns, quota, 3)
+		makeReadyWhenCreated(ctx, sbs, 3)
+		expectPool(ctx, sbs, 3, 3)
+		got := &agentsv1alpha1.SandboxSet{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+		Expect(meta.IsStatusConditionFalse(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)).To(BeTrue())
+		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, agentsv1alpha1.ConditionReady)).To(BeTrue())
+	})
+
+	It("releases claimed Pods so that deleting the SandboxSet leaves them to their holder", func(ctx SpecContext) {
+		create(ctx, 3)
+		makeReadyWhenCreated(ctx, sbs, 3)
+		expectPool(ctx, sbs, 3, 3)
+		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
+		claim(ctx, &claimed, "agent-1")
+		expectPool(ctx, sbs, 3, 2)
+
+		Expect(k8sClient.Delete(ctx, sbs)).To(Succeed())
+		// envtest runs no garbage collector: what it would delete is exactly
+		// what still names the SandboxSet as owner.
+		for _, pod := range podsOf(ctx, Default, sbs) {
+			if pod.Name == claimed.Name {
+				Expect(pod.OwnerReferences).To(BeEmpty(), "the claimed Pod survives the SandboxSet")
+				Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"))
+			} else {
+				Expect(metav1.GetControllerOf(&pod)).NotTo(BeNil(), "warm Pods go with the SandboxSet")
+			}
+		}
+	})
+
+	It("creates a 1,000-Pod pool with exactly 1,000 creations", func(ctx SpecContext) {
+		create(ctx, 1000)
+		Eventually(func(g Gomega) {
+			g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(1000))
+		}, 2*timeout, interval).Should(Succeed())
+		expectPool(ctx, sbs, 1000, 0)
+		makeReady(ctx, sbs)
+		expectPool(ctx, sbs, 1000, 1000)
+		Consistently(func(g Gomega) {
+			g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(1000))
+		}, holdFor, interval*4).Should(Succeed())
+		Expect(creation.count()).To(Equal(1000), "Pods ever created")
+	}, SpecTimeout(4*timeout))
+})
+
+var _ = Describe("A manager restart", Serial, func() {
+	It("finishes a refill it was stopped in the middle of, without over-creation", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		creation := countCreations(context.Background(), ns)
+		defer creation.stop()
+		sbs := newSandboxSet(ns, "demo", 400)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+
+		By("stopping the manager once the first Pods exist")
+		Eventually(creation.count, timeout, interval/10).Should(BeNumerically(">", 0))
+		stopManager()
+		stopped := creation.count()
+		GinkgoWriter.Printf("manager stopped with %d of 400 Pods created\n", stopped)
+
+		By("starting a fresh manager with a cold cache")
+		stopManager = startManager()
+		Eventually(func(g Gomega) {
+			g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(400))
+		}, 2*timeout, interval).Should(Succeed())
+		expectPool(ctx, sbs, 400, 0)
+		Consistently(creation.count, holdFor, interval).Should(Equal(400), "Pods ever created")
+	})
+})
+
+// makeReadyWhenCreated waits for n creating Pods and makes them Ready.
+func makeReadyWhenCreated(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, n int) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateCreating)).To(HaveLen(n))
+	}, timeout, interval).Should(Succeed())
+	makeReady(ctx, sbs)
+}
+
+// scaleTo sets replicas through the scale subresource, as kubectl scale and
+// an HPA do.
+func scaleTo(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas int32) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		scale := &autoscalingv1.Scale{}
+		g.Expect(k8sClient.SubResource("scale").Get(ctx, sbs, scale)).To(Succeed())
+		scale.Spec.Replicas = replicas
+		g.Expect(k8sClient.SubResource("scale").Update(ctx, sbs, client.WithSubResourceBody(scale))).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+}
+
+func updatedPods(ctx context.Context, g Gomega, sbs *agentsv1alpha1.SandboxSet, revision string) []corev1.Pod {
+	var out []corev1.Pod
+	for _, pod := range podsOf(ctx, g, sbs) {
+		if pod.Labels[agentsv1alpha1.LabelRevision] == revision && !isClaimed(&pod) {
+			out = append(out, pod)
+		}
+	}
+	return out
+}
+
+// setPodQuota creates or updates a ResourceQuota on Pods. With no
+// controller-manager to compute it, the test also fills in status.hard, which
+// the quota admission plugin enforces and then keeps status.used of itself.
+func setPodQuota(ctx context.Context, ns string, quota *corev1.ResourceQuota, pods int64) *corev1.ResourceQuota {
+	GinkgoHelper()
+	hard := corev1.ResourceList{corev1.ResourcePods: *resourceQuantity(pods)}
+	if quota == nil {
+		quota = &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pods"}, Spec: corev1.ResourceQuotaSpec{Hard: hard}}
+		Expect(k8sClient.Create(ctx, quota)).To(Succeed())
+		quota.Status.Used = corev1.ResourceList{corev1.ResourcePods: *resourceQuantity(0)}
+	}
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(quota), quota)).To(Succeed())
+		quota.Spec.Hard = hard
+		g.Expect(k8sClient.Update(ctx, quota)).To(Succeed())
+		quota.Status.Hard = hard
+		if quota.Status.Used == nil {
+			quota.Status.Used = corev1.ResourceList{corev1.ResourcePods: *resourceQuantity(0)}
+		}
+		g.Expect(k8sClient.Status().Update(ctx, quota)).To(Succeed())
+	}, timeout, interval).Should(Succeed())
+	return quota
+}
+
+// kubectl runs the real kubectl against the test API server as an admin.
+func kubectl(ctx context.Context, args ...string) string {
+	GinkgoHelper()
+	user, err := testEnv.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	kubeconfig, err := user.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	path := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+	Expect(os.WriteFile(path, kubeconfig, 0o600)).To(Succeed())
+	out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", path}, args...)...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	return string(out)
+}
