@@ -29,7 +29,7 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 			PersistentContents: []agentsv1alpha1.PersistentContent{agentsv1alpha1.PersistentContentIP},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"foo": "bar"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:alpine"}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "nginx", Image: "nginx:alpine"}}},
 			},
 		},
 	}
@@ -121,6 +121,14 @@ func (c *creationCounter) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.uids.Len()
+}
+
+// expectExactly waits for the watch to catch up with n creations, then
+// checks that no more follow.
+func (c *creationCounter) expectExactly(n int) {
+	GinkgoHelper()
+	Eventually(c.count, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
+	Consistently(c.count, holdFor, interval).Should(Equal(n), "Pods ever created")
 }
 
 func (c *creationCounter) stop() { c.w.Stop() }

@@ -1,0 +1,72 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+)
+
+func TestExpectations(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
+	now := time.Unix(1_000_000, 0)
+	e := newExpectations(time.Minute)
+	e.now = func() time.Time { return now }
+	cached := func(names ...string) []*corev1.Pod {
+		var pods []*corev1.Pod
+		for _, n := range names {
+			pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n, UID: types.UID(n)}})
+		}
+		return pods
+	}
+	check := func(step string, pods []*corev1.Pod, wantCreates []string, wantDeletes []types.UID) {
+		t.Helper()
+		creates, deletes := e.observe(key, pods)
+		if diff := cmp.Diff(sets.New(wantCreates...), creates); diff != "" {
+			t.Errorf("%s: pending creates (-want +got):\n%s", step, diff)
+		}
+		if diff := cmp.Diff(sets.New(wantDeletes...), deletes); diff != "" {
+			t.Errorf("%s: pending deletes (-want +got):\n%s", step, diff)
+		}
+	}
+
+	check("nothing recorded", cached("a"), nil, nil)
+
+	e.expectCreations(key, []string{"b", "c", "d"})
+	e.creationFailed(key, "d")
+	check("created, not yet cached", cached("a"), []string{"b", "c"}, nil)
+	check("a watch event beat the bookkeeping", cached("a", "b"), []string{"c"}, nil)
+
+	e.expectDeletion(key, "a")
+	check("deleted, still cached", cached("a", "b"), []string{"c"}, []types.UID{"a"})
+	check("deletion seen", cached("b"), []string{"c"}, nil)
+
+	now = now.Add(2 * time.Minute)
+	check("an unconfirmed creation expires instead of stalling the pool", cached("b"), nil, nil)
+
+	e.expectCreations(key, []string{"x"})
+	e.forget(key)
+	check("forgotten with the SandboxSet", nil, nil, nil)
+}
+
+func TestRefillClock(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
+	c := newRefillClock()
+	t0 := time.Unix(1_000_000, 0)
+	for i := range 3 {
+		c.claimed(key, t0.Add(time.Duration(i)*time.Second))
+	}
+	if got := c.replaced(key, 2); !cmp.Equal(got, []time.Time{t0, t0.Add(time.Second)}) {
+		t.Errorf("first two replacements answer the oldest claims, got %v", got)
+	}
+	if got := c.replaced(key, 5); len(got) != 1 {
+		t.Errorf("more creations than claims answer only the claims left, got %v", got)
+	}
+	if got := c.replaced(key, 1); len(got) != 0 {
+		t.Errorf("creations with no claim answer nothing, got %v", got)
+	}
+}
