@@ -6,9 +6,9 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 IMG ?= sandboxset-manager:dev
 
-# Test flags: -v shows each spec; GINKGO_FLAGS reach every Ginkgo suite.
 TEST_TIMEOUT ?= 40m
-GINKGO_FLAGS ?=
+# Extra go test flags, e.g. TEST_FLAGS='-run TestControllers'.
+TEST_FLAGS ?=
 
 SHELL = /usr/bin/env bash -o pipefail
 .SHELLFLAGS = -ec
@@ -55,7 +55,7 @@ vet: ## Run go vet.
 
 .PHONY: test
 test: verify-generated vet envtest ## Run every test suite against a real kube-apiserver (builds it on first use).
-	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" go test ./... -count=1 -timeout $(TEST_TIMEOUT) -v -args -ginkgo.v $(GINKGO_FLAGS)
+	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./... -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 
 ##@ Build
 
