@@ -25,6 +25,20 @@ func PoolPodSelector() labels.Selector {
 	return labels.NewSelector().Add(*req)
 }
 
+// poolSelector selects the Pods in one SandboxSet's pool: its own, unclaimed.
+// It is the status selector, so an HPA sees the pool and not the sandboxes
+// agents hold.
+func poolSelector(sandboxSet string) labels.Selector {
+	sbs, err := labels.NewRequirement(agentsv1alpha1.LabelSandboxSet, selection.Equals, []string{sandboxSet})
+	if err != nil {
+		// Names of SandboxSets are valid label values (the API server
+		// checks them), so this cannot happen for a stored object.
+		return labels.Nothing()
+	}
+	unclaimed, _ := labels.NewRequirement(agentsv1alpha1.LabelState, selection.NotEquals, []string{string(agentsv1alpha1.StateClaimed)})
+	return labels.NewSelector().Add(*sbs, *unclaimed)
+}
+
 // CacheOptions returns the cache settings the controller relies on: only pool
 // Pods, each trimmed to what the controller reads.
 func CacheOptions() cache.Options {

@@ -84,8 +84,12 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	revision := sbs.Spec.Revision()
 	todo := computePlan(p, sbs.Spec.Replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, sbs.Spec.Replicas), revision)
+	// Relabel first: a Pod that just became Ready is claimable only once its
+	// label says so, and the rollout budget already counts it as available.
+	// Deletions go last, so the pool never dips below what the budget allows.
+	errs = append(errs, r.relabelPods(ctx, todo.relabel))
 	created, createErr := r.createPods(ctx, sbs, revision, todo.create)
-	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete), r.relabelPods(ctx, todo.relabel))
+	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete))
 
 	// The status reflects this pass's writes: deleted Pods are gone, created
 	// ones are creating, relabelled ones carry their new state.
@@ -287,8 +291,7 @@ func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1al
 // updateStatus writes the status if it changed. observedGeneration moves
 // only after a pass without errors.
 func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, p pool, revision string, createErr error, clean bool) error {
-	selector := fmt.Sprintf("%s=%s", agentsv1alpha1.LabelSandboxSet, sbs.Name)
-	status := computeStatus(sbs, p, revision, selector, createErr)
+	status := computeStatus(sbs, p, revision, poolSelector(sbs.Name).String(), createErr)
 	if clean {
 		status.ObservedGeneration = sbs.Generation
 	}

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -110,7 +111,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 		scale := &autoscalingv1.Scale{}
 		Expect(k8sClient.SubResource("scale").Get(ctx, sbs, scale)).To(Succeed())
 		Expect(scale.Status.Replicas).To(Equal(int32(3)))
-		Expect(scale.Status.Selector).To(Equal(agentsv1alpha1.LabelSandboxSet + "=demo"))
+		Expect(scale.Status.Selector).To(Equal("agents.kruise.io/sandboxset=demo,agents.kruise.io/state!=claimed"))
 		scaleTo(ctx, sbs, 5)
 		expectPool(ctx, sbs, 5, 3)
 
@@ -368,3 +369,42 @@ func kubectl(ctx context.Context, args ...string) string {
 	Expect(err).NotTo(HaveOccurred(), string(out))
 	return string(out)
 }
+
+var _ = Describe("The SandboxSet schema", func() {
+	DescribeTable("refuses at create", func(ctx SpecContext, mutate func(*agentsv1alpha1.SandboxSet), field string) {
+		sbs := newSandboxSet(newNamespace(ctx), "demo", 1)
+		mutate(sbs)
+		err := k8sClient.Create(ctx, sbs)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(field))
+	},
+		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = -1 }, "spec.replicas"),
+		Entry("unknown persistent content", func(s *agentsv1alpha1.SandboxSet) {
+			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"gpu"}
+		}, "spec.persistentContents[0]"),
+		Entry("repeated persistent content", func(s *agentsv1alpha1.SandboxSet) {
+			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"ip", "ip"}
+		}, "spec.persistentContents[1]"),
+		Entry("a bad maxUnavailable", func(s *agentsv1alpha1.SandboxSet) {
+			v := intstr.FromString("150%")
+			s.Spec.UpdateStrategy.MaxUnavailable = &v
+		}, "spec.updateStrategy.maxUnavailable"),
+		Entry("a name too long for its Pods", func(s *agentsv1alpha1.SandboxSet) {
+			s.Name = strings.Repeat("a", 58)
+		}, "must be at most 57 characters"),
+	)
+
+	It("defaults replicas and maxUnavailable", func(ctx SpecContext) {
+		sbs := newSandboxSet(newNamespace(ctx), "defaults", 0)
+		raw := map[string]any{
+			"apiVersion": "agents.kruise.io/v1alpha1", "kind": "SandboxSet",
+			"metadata": map[string]any{"name": "defaults", "namespace": sbs.Namespace},
+			"spec":     map[string]any{"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "c", "image": "i"}}}}},
+		}
+		u := &unstructured.Unstructured{Object: raw}
+		Expect(k8sClient.Create(ctx, u)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+		Expect(sbs.Spec.Replicas).To(Equal(int32(1)))
+		Expect(sbs.Spec.UpdateStrategy.MaxUnavailable).To(HaveValue(Equal(intstr.FromString("25%"))))
+	})
+})

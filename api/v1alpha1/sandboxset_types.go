@@ -38,6 +38,7 @@ type SandboxSetSpec struct {
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// UpdateStrategy says how warm sandboxes move to a new template.
+	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitempty"`
 }
@@ -117,6 +118,7 @@ const (
 // +kubebuilder:resource:shortName=sbs,categories=all
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 57",message="must be at most 57 characters: it is a label value on every Pod and, with a 6-character suffix, each Pod's name"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=".status.replicas"
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=".status.availableReplicas"
 // +kubebuilder:printcolumn:name="UpdateRevision",type=string,JSONPath=".status.updateRevision"
