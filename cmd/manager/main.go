@@ -1,95 +1,203 @@
-// Command manager runs the SandboxSet controller.
+// Command manager runs the SandboxSet controller and the operator's
+// admission webhooks.
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"flag"
+	"fmt"
+	"net"
 	"os"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/certs"
 	"github.com/sandboxset/warmpool/controllers"
+	"github.com/sandboxset/warmpool/webhooks"
 )
 
+type options struct {
+	metricsAddr   string
+	probeAddr     string
+	leaderElect   bool
+	leaseDuration time.Duration
+	qps           float64
+	burst         int
+	controller    controllers.Options
+
+	webhookPort       int
+	webhookHost       string
+	certDir           string
+	selfSigned        bool
+	managerUsername   string
+	maxReplicas       int
+	enableWebhooks    bool
+	enableControllers bool
+}
+
 func main() {
-	var (
-		metricsAddr    string
-		probeAddr      string
-		leaderElect    bool
-		leaseDuration  time.Duration
-		qps            float64
-		burst          int
-		controllerOpts controllers.Options
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
-	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader, so that only one manager replica acts at a time.")
-	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal.")
-	flag.Float64Var(&qps, "kube-api-qps", 1000, "Client-side queries per second to the API server; high enough that a 1,000-Pod refill is not throttled.")
-	flag.IntVar(&burst, "kube-api-burst", 2000, "Client-side burst of queries to the API server.")
-	flag.IntVar(&controllerOpts.Workers, "sandboxset-workers", 8, "How many SandboxSets reconcile in parallel.")
-	flag.IntVar(&controllerOpts.PodWriteParallelism, "pod-write-parallelism", 64, "How many Pod creations, deletions and label patches one SandboxSet has in flight at once.")
-	flag.DurationVar(&controllerOpts.ExpectationTTL, "expectation-ttl", 2*time.Minute, "How long a Pod creation or deletion may go unseen in the cache before the controller stops counting on it.")
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader, so that only one manager replica runs the controller at a time. Every replica serves webhooks.")
+	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal.")
+	flag.Float64Var(&o.qps, "kube-api-qps", 1000, "Client-side queries per second to the API server; high enough that a 1,000-Pod refill is not throttled.")
+	flag.IntVar(&o.burst, "kube-api-burst", 2000, "Client-side burst of queries to the API server.")
+	flag.IntVar(&o.controller.Workers, "sandboxset-workers", 8, "How many SandboxSets reconcile in parallel.")
+	flag.IntVar(&o.controller.PodWriteParallelism, "pod-write-parallelism", 64, "How many Pod creations, deletions and label patches one SandboxSet has in flight at once.")
+	flag.DurationVar(&o.controller.ExpectationTTL, "expectation-ttl", 2*time.Minute, "How long a Pod creation or deletion may go unseen in the cache before the controller stops counting on it.")
+	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the admission webhooks are served on.")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the admission webhooks bind to; empty means all addresses.")
+	flag.StringVar(&o.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate (tls.crt, tls.key), reloaded when it changes.")
+	flag.BoolVar(&o.selfSigned, "webhook-self-signed", false, "Generate a throwaway CA and serving certificate into --webhook-cert-dir at start, for local runs. In a cluster cert-manager issues them.")
+	flag.StringVar(&o.managerUsername, "manager-username", "", "The identity the manager's own API requests carry, the only one allowed to create warm Pods and change their state. Empty asks the API server (SelfSubjectReview).")
+	flag.IntVar(&o.maxReplicas, "max-replicas", 5000, "The largest spec.replicas a SandboxSet may ask for.")
+	flag.BoolVar(&o.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
+	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the SandboxSet controller.")
 	zapOpts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
-	if err := run(metricsAddr, probeAddr, leaderElect, leaseDuration, qps, burst, controllerOpts); err != nil {
-		log.Error(err, "Manager exited with an error")
+	if err := run(ctrl.SetupSignalHandler(), o); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, leaseDuration time.Duration, qps float64, burst int, opts controllers.Options) error {
+func run(ctx context.Context, o options) error {
+	log := ctrl.Log.WithName("setup")
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(agentsv1alpha1.AddToScheme(scheme))
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
-		return err
+		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	cfg.QPS, cfg.Burst = float32(qps), burst
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
 
+	if o.enableWebhooks {
+		if err := prepareCerts(o); err != nil {
+			return err
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress:        probeAddr,
-		LeaderElection:                leaderElect,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "sandboxset-manager.agents.kruise.io",
-		LeaseDuration:                 &leaseDuration,
+		LeaseDuration:                 &o.leaseDuration,
 		LeaderElectionReleaseOnCancel: true,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    o.webhookHost,
+			Port:    o.webhookPort,
+			CertDir: o.certDir,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }},
+		}),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("creating manager: %w", err)
 	}
-	ctx := ctrl.SetupSignalHandler()
-	reconciler := &controllers.SandboxSetReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("sandboxset-controller"),
-		Options:  opts,
+
+	if o.enableControllers {
+		reconciler := &controllers.SandboxSetReconciler{
+			Client:   mgr.GetClient(),
+			Recorder: mgr.GetEventRecorder("sandboxset-controller"),
+			Options:  o.controller,
+		}
+		if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
+			return fmt.Errorf("setting up the SandboxSet controller: %w", err)
+		}
 	}
-	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
-		return err
+	if o.enableWebhooks {
+		username := o.managerUsername
+		if username == "" {
+			if username, err = whoAmI(ctx, cfg); err != nil {
+				return err
+			}
+		}
+		log.Info("Only this identity may create warm Pods and change their state", "username", username)
+		if err := (&webhooks.SandboxSetWebhook{MaxReplicas: int32(o.maxReplicas)}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
+		}
+		if err := (&webhooks.PodWebhook{Reader: mgr.GetClient(), ManagerUsername: username}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the Pod webhook: %w", err)
+		}
 	}
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
+		return fmt.Errorf("adding health check: %w", err)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return err
+	ready := healthz.Ping
+	if o.enableWebhooks {
+		// Ready only once the webhook server answers TLS, so a rollout never
+		// sends admission requests to a replica that cannot serve them.
+		ready = mgr.GetWebhookServer().StartedChecker()
 	}
-	ctrl.Log.WithName("setup").Info("Starting manager", "leaderElection", leaderElect, "qps", qps, "burst", burst,
-		"workers", opts.Workers, "podWriteParallelism", opts.PodWriteParallelism)
+	if err := mgr.AddReadyzCheck("readyz", ready); err != nil {
+		return fmt.Errorf("adding readiness check: %w", err)
+	}
+	log.Info("Starting manager", "leaderElection", o.leaderElect, "qps", o.qps, "burst", o.burst,
+		"workers", o.controller.Workers, "podWriteParallelism", o.controller.PodWriteParallelism,
+		"webhooks", o.enableWebhooks, "maxReplicas", o.maxReplicas)
 	return mgr.Start(ctx)
+}
+
+// prepareCerts makes sure the webhook server will have a certificate: a
+// fresh self-signed one for local runs, or the mounted one, checked now so
+// that a missing Secret is a clear error at start and not a TLS failure at
+// the first admission request.
+func prepareCerts(o options) error {
+	if o.selfSigned {
+		host := o.webhookHost
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		ips := []net.IP{}
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
+		}
+		if err := certs.SelfSigned(o.certDir, []string{"localhost"}, ips, 24*time.Hour); err != nil {
+			return fmt.Errorf("generating self-signed webhook certificate: %w", err)
+		}
+	}
+	if err := certs.Check(o.certDir); err != nil {
+		return fmt.Errorf("webhook serving certificate: %w", err)
+	}
+	return nil
+}
+
+// whoAmI asks the API server which user the manager's credentials map to.
+func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", fmt.Errorf("creating clientset: %w", err)
+	}
+	review, err := clientset.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("asking the API server who the manager is (set --manager-username to skip): %w", err)
+	}
+	if review.Status.UserInfo.Username == "" {
+		return "", errors.New("the API server returned no username for the manager; set --manager-username")
+	}
+	return review.Status.UserInfo.Username, nil
 }

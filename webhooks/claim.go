@@ -1,0 +1,148 @@
+package webhooks
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+var (
+	podKind     = schema.GroupKind{Kind: "Pod"}
+	podResource = schema.GroupResource{Resource: "pods"}
+	labelsPath  = field.NewPath("metadata", "labels")
+	holderPath  = labelsPath.Key(agentsv1alpha1.LabelClaimedBy)
+)
+
+// admitPoolPodUpdate decides an update to a pool Pod. It returns
+// claim=true when the update is a valid claim, which the caller completes
+// with completeClaim in the same write. byManager says whether the request
+// comes from the SandboxSet controller's own identity.
+//
+// The API server runs admission inside its optimistic-concurrency retry, so
+// oldPod is always the stored Pod the write would replace: of two agents
+// racing for one Pod, the second sees the first's claim here and is refused.
+func admitPoolPodUpdate(oldPod, newPod *corev1.Pod, byManager bool) (claim bool, err error) {
+	oldHolder := oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
+	newHolder := newPod.Labels[agentsv1alpha1.LabelClaimedBy]
+	switch {
+	case oldHolder != "" && newHolder == oldHolder:
+		return false, invalid(podKind, newPod.Name, claimedPodChanges(oldPod, newPod, byManager))
+	case oldHolder != "" && newHolder == "":
+		return false, invalid(podKind, newPod.Name, field.ErrorList{field.Forbidden(holderPath, fmt.Sprintf(
+			"sandbox %s is claimed by %s and a claim cannot be removed; delete the Pod to release the sandbox", newPod.Name, oldHolder))})
+	case oldHolder != "":
+		return false, apierrors.NewConflict(podResource, newPod.Name, fmt.Errorf("sandbox %s is already claimed by %s", newPod.Name, oldHolder))
+	case newHolder != "":
+		return true, invalid(podKind, newPod.Name, validateClaim(oldPod, newPod, newHolder))
+	default:
+		return false, invalid(podKind, newPod.Name, poolLabelChanges(oldPod, newPod, byManager))
+	}
+}
+
+// validateClaim checks an agent's claim of an unclaimed Pod.
+func validateClaim(oldPod, newPod *corev1.Pod, holder string) field.ErrorList {
+	var errs field.ErrorList
+	for _, msg := range validation.IsValidLabelValue(holder) {
+		errs = append(errs, field.Invalid(holderPath, holder, "an agent id must be a valid label value: "+msg))
+	}
+	if reason := unavailableReason(oldPod); reason != "" {
+		errs = append(errs, field.Forbidden(holderPath, fmt.Sprintf("sandbox %s cannot be claimed: %s", newPod.Name, reason)))
+	}
+	return append(errs, protectedLabelChanges(oldPod, newPod, agentsv1alpha1.LabelState, agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision)...)
+}
+
+// unavailableReason says why a Pod cannot be claimed, or "" if it can.
+func unavailableReason(pod *corev1.Pod) string {
+	switch {
+	case pod.DeletionTimestamp != nil:
+		return "it is being deleted"
+	case pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded:
+		return "it has stopped"
+	case !isReady(pod):
+		return "it is still creating (not Ready); claim an available one (agents.kruise.io/state=available)"
+	}
+	return ""
+}
+
+// claimedPodChanges allows a claimed Pod's holder anything but touching the
+// operator's labels; the manager may only mark it claimed.
+func claimedPodChanges(oldPod, newPod *corev1.Pod, byManager bool) field.ErrorList {
+	errs := protectedLabelChanges(oldPod, newPod, agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision)
+	if state := newPod.Labels[agentsv1alpha1.LabelState]; state != oldPod.Labels[agentsv1alpha1.LabelState] &&
+		!(byManager && state == string(agentsv1alpha1.StateClaimed)) {
+		errs = append(errs, field.Forbidden(labelsPath.Key(agentsv1alpha1.LabelState), "a claimed sandbox stays claimed"))
+	}
+	return errs
+}
+
+// poolLabelChanges allows only the manager to move an unclaimed Pod's state
+// between creating and available, and nobody to change its pool or revision.
+func poolLabelChanges(oldPod, newPod *corev1.Pod, byManager bool) field.ErrorList {
+	errs := protectedLabelChanges(oldPod, newPod, agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision)
+	oldState, newState := oldPod.Labels[agentsv1alpha1.LabelState], newPod.Labels[agentsv1alpha1.LabelState]
+	if oldState == newState {
+		return errs
+	}
+	statePath := labelsPath.Key(agentsv1alpha1.LabelState)
+	switch {
+	case !byManager:
+		errs = append(errs, field.Forbidden(statePath,
+			"only the SandboxSet controller sets a sandbox's state; to claim it, set agents.kruise.io/claimed-by=<agent-id>"))
+	case newState != string(agentsv1alpha1.StateCreating) && newState != string(agentsv1alpha1.StateAvailable):
+		errs = append(errs, field.NotSupported(statePath, newState, []agentsv1alpha1.SandboxState{agentsv1alpha1.StateCreating, agentsv1alpha1.StateAvailable}))
+	}
+	return errs
+}
+
+// protectedLabelChanges refuses any change to the given operator labels.
+func protectedLabelChanges(oldPod, newPod *corev1.Pod, keys ...string) field.ErrorList {
+	var errs field.ErrorList
+	for _, key := range keys {
+		if oldPod.Labels[key] != newPod.Labels[key] {
+			errs = append(errs, field.Forbidden(labelsPath.Key(key), "set by the operator and cannot be changed"))
+		}
+	}
+	return errs
+}
+
+// completeClaim makes the claim whole in the same write: the Pod is marked
+// claimed, stamped with the time, and released from its SandboxSet, so the
+// garbage collector never deletes a sandbox an agent holds.
+func completeClaim(pod *corev1.Pod, now time.Time) {
+	pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateClaimed)
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[agentsv1alpha1.AnnotationClaimedAt] = now.UTC().Format(time.RFC3339Nano)
+	refs := pod.OwnerReferences[:0]
+	for _, ref := range pod.OwnerReferences {
+		if !isSandboxSetRef(ref.APIVersion, ref.Kind) {
+			refs = append(refs, ref)
+		}
+	}
+	pod.OwnerReferences = refs
+	if len(refs) == 0 {
+		pod.OwnerReferences = nil
+	}
+}
+
+func isSandboxSetRef(apiVersion, kind string) bool {
+	gv, err := schema.ParseGroupVersion(apiVersion)
+	return err == nil && gv.Group == agentsv1alpha1.GroupVersion.Group && kind == "SandboxSet"
+}
+
+func isReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,128 @@
+package webhooks
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// PodWebhook admits pool Pods: those labelled agents.kruise.io/sandboxset.
+// The objectSelector keeps every other Pod in the cluster away from it.
+//
+// It fails closed: while it is down no pool Pod is created and no sandbox is
+// claimed. Failing open would let a claim through unchecked, so two agents
+// could hold one sandbox, which is worse than a claim that waits.
+type PodWebhook struct {
+	// Reader reads SandboxSets, from the manager's cache.
+	Reader client.Reader
+	// ManagerUsername is the SandboxSet controller's identity: the only one
+	// allowed to create warm Pods and move them between creating and available.
+	ManagerUsername string
+
+	decoder admission.Decoder
+	now     func() time.Time
+}
+
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]}}`
+
+// Default admits a pool Pod's creation or update, completing it where the
+// operator owes it something: a new Pod's stamps, a claim's release.
+func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("reading admission request: %w", err))
+	}
+	byManager := req.UserInfo.Username == w.ManagerUsername
+	switch req.Operation {
+	case admissionv1.Create:
+		return w.admitCreate(ctx, pod, byManager)
+	case admissionv1.Update:
+		oldPod := &corev1.Pod{}
+		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("decoding the Pod being updated: %v", err))
+		}
+		claim, err := admitPoolPodUpdate(oldPod, pod, byManager)
+		if err != nil {
+			return err
+		}
+		if claim {
+			completeClaim(pod, w.now())
+			ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
+		}
+	}
+	return nil
+}
+
+// admitCreate stamps a new pool Pod with its SandboxSet's persistent
+// contents and its starting state. Warm Pods come only from the manager;
+// anyone else may create a Pod from a pool's template only already claimed
+// (a cold claim), at the pool's current revision, and it never joins the pool.
+func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, byManager bool) error {
+	poolPath := labelsPath.Key(agentsv1alpha1.LabelSandboxSet)
+	name := pod.Labels[agentsv1alpha1.LabelSandboxSet]
+	sbs := &agentsv1alpha1.SandboxSet{}
+	if err := w.Reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, sbs); err != nil {
+		if apierrors.IsNotFound(err) {
+			return invalid(podKind, pod.Name, field.ErrorList{field.NotFound(poolPath, name)})
+		}
+		return apierrors.NewInternalError(fmt.Errorf("reading SandboxSet %s: %w", name, err))
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[agentsv1alpha1.AnnotationPersistentContents] = joinContents(sbs.Spec.PersistentContents)
+
+	holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
+	if holder == "" {
+		if !byManager {
+			return invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,
+				"only the SandboxSet controller creates warm sandboxes; to start a sandbox from this pool's template yourself, create it already claimed (agents.kruise.io/claimed-by=<agent-id>)")})
+		}
+		pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateCreating)
+		return nil
+	}
+
+	var errs field.ErrorList
+	for _, msg := range validation.IsValidLabelValue(holder) {
+		errs = append(errs, field.Invalid(holderPath, holder, "an agent id must be a valid label value: "+msg))
+	}
+	if rev, want := pod.Labels[agentsv1alpha1.LabelRevision], sbs.Spec.Revision(); rev != want {
+		errs = append(errs, field.Invalid(labelsPath.Key(agentsv1alpha1.LabelRevision), rev,
+			fmt.Sprintf("a sandbox created from SandboxSet %s must carry its current revision %s", name, want)))
+	}
+	if len(errs) > 0 {
+		return invalid(podKind, pod.Name, errs)
+	}
+	completeClaim(pod, w.now())
+	return nil
+}
+
+func joinContents(contents []agentsv1alpha1.PersistentContent) string {
+	parts := make([]string, len(contents))
+	for i, c := range contents {
+		parts[i] = string(c)
+	}
+	return strings.Join(parts, ",")
+}
+
+// SetupWithManager registers the Pod webhook.
+func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) error {
+	w.decoder = admission.NewDecoder(mgr.GetScheme())
+	if w.now == nil {
+		w.now = time.Now
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(w).Complete()
+}

@@ -1,0 +1,205 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/kubelet"
+)
+
+var _ = Describe("Pool Pod admission", func() {
+	var (
+		ns    string
+		sbs   *agentsv1alpha1.SandboxSet
+		agent client.Client
+	)
+
+	// warmPool creates a SandboxSet of n and plays kubelet until all n
+	// Pods are available.
+	warmPool := func(ctx context.Context, n int32) []corev1.Pod {
+		GinkgoHelper()
+		sbs = newSandboxSet(ns, "demo", n)
+		sbs.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"memory", "ip"}
+		Expect(adminClient.Create(ctx, sbs)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(pods(ctx, g, ns, agentsv1alpha1.StateCreating)).To(HaveLen(int(n)))
+		}, timeout, interval).Should(Succeed())
+		for _, pod := range pods(ctx, Default, ns, agentsv1alpha1.StateCreating) {
+			Expect(kubelet.SetReady(ctx, adminClient, &pod, true)).To(Succeed())
+		}
+		var available []corev1.Pod
+		Eventually(func(g Gomega) {
+			available = pods(ctx, g, ns, agentsv1alpha1.StateAvailable)
+			g.Expect(available).To(HaveLen(int(n)))
+		}, timeout, interval).Should(Succeed())
+		return available
+	}
+
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		agent = agentClient(ctx, ns, "agent-user")
+	})
+
+	It("stamps new Pods with the pool's persistent contents and the creating state", func(ctx SpecContext) {
+		for _, pod := range warmPool(ctx, 2) {
+			Expect(pod.Annotations).To(HaveKeyWithValue(agentsv1alpha1.AnnotationPersistentContents, "ip,memory"))
+		}
+	})
+
+	It("completes a valid claim in the claim's own write", func(ctx SpecContext) {
+		pod := warmPool(ctx, 1)[0]
+		before := time.Now().Add(-time.Second)
+		claimed, err := claimAs(ctx, agent, &pod, "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		// The patch response is the stored Pod: no later write was needed.
+		Expect(claimed.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+		Expect(claimed.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"))
+		Expect(claimed.OwnerReferences).To(BeEmpty(), "released from the SandboxSet in the same write")
+		at, err := time.Parse(time.RFC3339Nano, claimed.Annotations[agentsv1alpha1.AnnotationClaimedAt])
+		Expect(err).NotTo(HaveOccurred())
+		Expect(at).To(BeTemporally(">", before))
+	})
+
+	It("refuses to claim a Pod that is still creating", func(ctx SpecContext) {
+		pod := warmPool(ctx, 1)[0]
+		Expect(kubelet.SetReady(ctx, adminClient, &pod, false)).To(Succeed())
+		_, err := claimAs(ctx, agent, &pod, "agent-1")
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("sandbox %s cannot be claimed: it is still creating", pod.Name))
+	})
+
+	It("refuses a second claim, naming the Pod and its holder", func(ctx SpecContext) {
+		pod := warmPool(ctx, 1)[0]
+		_, err := claimAs(ctx, agent, &pod, "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = claimAs(ctx, agent, &pod, "agent-2")
+		Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("sandbox %s is already claimed by agent-1", pod.Name))
+	})
+
+	DescribeTable("refuses hostile patches, each with its own message",
+		func(ctx SpecContext, claimFirst bool, labels map[string]*string, wantMessage string) {
+			pod := warmPool(ctx, 1)[0]
+			if claimFirst {
+				_, err := claimAs(ctx, agent, &pod, "agent-1")
+				Expect(err).NotTo(HaveOccurred())
+			}
+			err := agent.Patch(ctx, &pod, labelPatch(labels))
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(wantMessage))
+			stored := &corev1.Pod{}
+			Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(&pod), stored)).To(Succeed())
+			Expect(stored.Labels[agentsv1alpha1.LabelClaimedBy] != "").To(Equal(claimFirst), "nothing half-applied")
+			Expect(stored.Labels[agentsv1alpha1.LabelState] == string(agentsv1alpha1.StateClaimed)).To(Equal(claimFirst), "state and holder agree")
+		},
+		Entry("forged state on a warm Pod", false, map[string]*string{agentsv1alpha1.LabelState: ptrTo("claimed")},
+			"only the SandboxSet controller sets a sandbox's state"),
+		Entry("forged state in a claim", false, map[string]*string{agentsv1alpha1.LabelClaimedBy: ptrTo("agent-1"), agentsv1alpha1.LabelState: ptrTo("creating")},
+			"metadata.labels[agents.kruise.io/state]: Forbidden"),
+		Entry("moving a Pod to another pool", false, map[string]*string{agentsv1alpha1.LabelSandboxSet: ptrTo("other")},
+			"metadata.labels[agents.kruise.io/sandboxset]: Forbidden"),
+		Entry("relabelling a Pod's revision", false, map[string]*string{agentsv1alpha1.LabelRevision: ptrTo("abc")},
+			"metadata.labels[agents.kruise.io/revision]: Forbidden"),
+		Entry("an agent id too long for a label", false, map[string]*string{agentsv1alpha1.LabelClaimedBy: ptrTo(strings.Repeat("a", 64))},
+			"an agent id must be a valid label value: must be no more than 63"),
+		Entry("a swapped holder", true, map[string]*string{agentsv1alpha1.LabelClaimedBy: ptrTo("agent-2")},
+			"is already claimed by agent-1"),
+		Entry("unclaiming", true, map[string]*string{agentsv1alpha1.LabelClaimedBy: nil},
+			"a claim cannot be removed; delete the Pod to release the sandbox"),
+		Entry("marking a claimed Pod available again", true, map[string]*string{agentsv1alpha1.LabelState: ptrTo("available")},
+			"a claimed sandbox stays claimed"),
+	)
+
+	It("refuses warm Pods from anyone but the manager", func(ctx SpecContext) {
+		warmPool(ctx, 0)
+		forged := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "forged", Labels: map[string]string{agentsv1alpha1.LabelSandboxSet: "demo"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "evil"}}},
+		}
+		err := adminClient.Create(ctx, forged)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("only the SandboxSet controller creates warm sandboxes"))
+	})
+
+	It("lets exactly one of 50 racing agents win each of 10 sandboxes", func(ctx SpecContext) {
+		available := warmPool(ctx, 10)
+		type result struct {
+			pod, agent string
+			err        error
+		}
+		results := make(chan result, 50)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer GinkgoRecover()
+				pod := available[i%len(available)]
+				id := fmt.Sprintf("agent-%d", i)
+				<-start
+				_, err := claimAs(ctx, agent, &pod, id)
+				results <- result{pod: pod.Name, agent: id, err: err}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(results)
+
+		winners := map[string]string{}
+		for r := range results {
+			if r.err != nil {
+				Expect(apierrors.IsConflict(r.err)).To(BeTrue(), "a lost race is a clear Conflict, got %v", r.err)
+				Expect(r.err.Error()).To(MatchRegexp(`sandbox %s is already claimed by agent-\d+`, r.pod))
+				continue
+			}
+			Expect(winners).NotTo(HaveKey(r.pod), "two agents were told they hold %s", r.pod)
+			winners[r.pod] = r.agent
+		}
+		Expect(winners).To(HaveLen(10))
+		for name, holder := range winners {
+			stored := &corev1.Pod{}
+			Expect(adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, stored)).To(Succeed())
+			Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, holder))
+			Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+		}
+	})
+})
+
+// claimAs claims a Pod as an agent does: one merge patch of the holder
+// label, with no resourceVersion, so the API server's own retry and the
+// claim webhook decide races. It returns the Pod as stored by that write.
+func claimAs(ctx context.Context, c client.Client, pod *corev1.Pod, agentID string) (*corev1.Pod, error) {
+	claimed := pod.DeepCopy()
+	err := c.Patch(ctx, claimed, labelPatch(map[string]*string{agentsv1alpha1.LabelClaimedBy: &agentID}))
+	return claimed, err
+}
+
+// labelPatch is a JSON merge patch of labels; a nil value removes the label.
+func labelPatch(labels map[string]*string) client.Patch {
+	patch := map[string]any{"metadata": map[string]any{"labels": labels}}
+	data, err := json.Marshal(patch)
+	Expect(err).NotTo(HaveOccurred())
+	return client.RawPatch(types.MergePatchType, data)
+}
+
+func pods(ctx context.Context, g Gomega, ns string, state agentsv1alpha1.SandboxState) []corev1.Pod {
+	list := &corev1.PodList{}
+	g.Expect(adminClient.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.LabelState: string(state)})).To(Succeed())
+	return list.Items
+}
+
+func ptrTo(s string) *string { return &s }

@@ -1,0 +1,126 @@
+package webhooks
+
+import (
+	"context"
+	"net/http"
+	"slices"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// DefaultMaxUnavailable is the update strategy a SandboxSet gets when it
+// names none.
+var DefaultMaxUnavailable = intstr.FromString("25%")
+
+// SandboxSetWebhook defaults and validates SandboxSets.
+type SandboxSetWebhook struct {
+	// MaxReplicas is the ceiling on one pool's size. An unbounded pool lets
+	// one object create Pods without limit.
+	MaxReplicas int32
+}
+
+// +kubebuilder:webhook:path=/mutate-agents-kruise-io-v1alpha1-sandboxset,mutating=true,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets,verbs=create;update,versions=v1alpha1,name=msandboxset.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-agents-kruise-io-v1alpha1-sandboxset,mutating=false,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets,verbs=create;update,versions=v1alpha1,name=vsandboxset.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// Default fills in what users leave out, so that equivalent specs hash to
+// the same revision. It is idempotent.
+func (w *SandboxSetWebhook) Default(_ context.Context, sbs *agentsv1alpha1.SandboxSet) error {
+	defaultSandboxSet(sbs)
+	return nil
+}
+
+func defaultSandboxSet(sbs *agentsv1alpha1.SandboxSet) {
+	tmpl := &sbs.Spec.Template
+	// With generateName the name is not known yet; the controller labels
+	// every Pod anyway.
+	if sbs.Name != "" {
+		if tmpl.Labels == nil {
+			tmpl.Labels = map[string]string{}
+		}
+		tmpl.Labels[agentsv1alpha1.LabelSandboxSet] = sbs.Name
+	}
+	if sbs.Spec.UpdateStrategy.MaxUnavailable == nil {
+		sbs.Spec.UpdateStrategy.MaxUnavailable = ptr.To(DefaultMaxUnavailable)
+	}
+	// Sandboxes run untrusted code: no API credentials unless asked for.
+	if tmpl.Spec.AutomountServiceAccountToken == nil {
+		tmpl.Spec.AutomountServiceAccountToken = ptr.To(false)
+	}
+	slices.Sort(sbs.Spec.PersistentContents)
+	sbs.Spec.PersistentContents = slices.Compact(sbs.Spec.PersistentContents)
+}
+
+// ValidateCreate refuses a SandboxSet that could not fill its pool.
+func (w *SandboxSetWebhook) ValidateCreate(_ context.Context, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	return nil, invalid(sandboxSetKind, sbs.Name, validateSandboxSet(sbs, nil, w.MaxReplicas))
+}
+
+// ValidateUpdate applies the same rules to the new object.
+func (w *SandboxSetWebhook) ValidateUpdate(_ context.Context, old, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	return nil, invalid(sandboxSetKind, sbs.Name, validateSandboxSet(sbs, old, w.MaxReplicas))
+}
+
+// ValidateDelete allows every deletion: claimed sandboxes have already been
+// released from the pool and survive it.
+func (w *SandboxSetWebhook) ValidateDelete(context.Context, *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// invalid turns field errors into the API's Invalid error, so kubectl
+// prints every field at once; nil when there are none.
+func invalid(gk schema.GroupKind, name string, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(gk, name, errs)
+}
+
+var sandboxSetKind = agentsv1alpha1.GroupVersion.WithKind("SandboxSet").GroupKind()
+
+// +kubebuilder:webhook:path=/validate-agents-kruise-io-v1alpha1-sandboxset-scale,mutating=false,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets/scale,verbs=update,versions=v1alpha1,name=vsandboxset-scale.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// scaleValidator holds kubectl scale and autoscalers to the same ceiling.
+// A scale request carries an autoscaling/v1 Scale, not a SandboxSet, which
+// the typed validator cannot take; hence a plain handler.
+type scaleValidator struct {
+	maxReplicas int32
+	decoder     admission.Decoder
+}
+
+func (v *scaleValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+	scale, oldScale := &autoscalingv1.Scale{}, &autoscalingv1.Scale{}
+	if err := v.decoder.DecodeRaw(req.Object, scale); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if err := v.decoder.DecodeRaw(req.OldObject, oldScale); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	errs := validateReplicas(scale.Spec.Replicas, &oldScale.Spec.Replicas, v.maxReplicas, field.NewPath("spec", "replicas"))
+	if err := invalid(sandboxSetKind, req.Name, errs); err != nil {
+		status := err.(apierrors.APIStatus).Status()
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: false, Result: &status}}
+	}
+	return admission.Allowed("")
+}
+
+// SetupWithManager registers the SandboxSet webhooks.
+func (w *SandboxSetWebhook) SetupWithManager(mgr ctrl.Manager) error {
+	mgr.GetWebhookServer().Register("/validate-agents-kruise-io-v1alpha1-sandboxset-scale", &webhook.Admission{
+		Handler: &scaleValidator{maxReplicas: w.MaxReplicas, decoder: admission.NewDecoder(mgr.GetScheme())},
+	})
+	return ctrl.NewWebhookManagedBy(mgr, &agentsv1alpha1.SandboxSet{}).
+		WithDefaulter(w).
+		WithValidator(w).
+		Complete()
+}
