@@ -64,12 +64,17 @@ build: ## Build the manager binary.
 	go build -o bin/manager ./cmd/manager
 
 .PHONY: run
-run: manifests generate ## Run the manager against the cluster in your kubeconfig (install the CRD first: make install).
-	go run ./cmd/manager --leader-elect=false
+run: manifests generate ## Run the controller against the cluster in your kubeconfig, without webhooks (install the CRD first: make install).
+	go run ./cmd/manager --leader-elect=false --enable-webhooks=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster in your kubeconfig.
 	kubectl apply --server-side -k config/crd
+
+.PHONY: build-installer
+build-installer: manifests ## Render the whole operator into one file, dist/install.yaml (needs cert-manager in the cluster).
+	mkdir -p dist
+	kubectl kustomize config/default > dist/install.yaml
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a container engine).

@@ -58,9 +58,9 @@ func TestRefillClock(t *testing.T) {
 	c := newRefillClock()
 	t0 := time.Unix(1_000_000, 0)
 	for i := range 3 {
-		c.claimed(key, t0.Add(time.Duration(i)*time.Second))
+		c.claimed(key, claim{pod: "p", agent: "a", at: t0.Add(time.Duration(i) * time.Second)})
 	}
-	if got := c.replaced(key, 2); !cmp.Equal(got, []time.Time{t0, t0.Add(time.Second)}) {
+	if got := c.replaced(key, 2); len(got) != 2 || !got[0].at.Equal(t0) || !got[1].at.Equal(t0.Add(time.Second)) {
 		t.Errorf("first two replacements answer the oldest claims, got %v", got)
 	}
 	if got := c.replaced(key, 5); len(got) != 1 {

@@ -35,9 +35,9 @@ func (h *podEventHandler) Update(_ context.Context, e event.TypedUpdateEvent[cli
 	if !okOld || !okNew || !poolRelevantChange(oldPod, newPod) {
 		return
 	}
-	if !isClaimed(oldPod) && isClaimed(newPod) {
+	if !agentsv1alpha1.IsClaimed(oldPod) && agentsv1alpha1.IsClaimed(newPod) {
 		key := types.NamespacedName{Namespace: newPod.Namespace, Name: newPod.Labels[agentsv1alpha1.LabelSandboxSet]}
-		h.refills.claimed(key, claimTime(newPod))
+		h.refills.claimed(key, claim{pod: newPod.Name, agent: newPod.Labels[agentsv1alpha1.LabelClaimedBy], at: claimTime(newPod)})
 		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()
 	}
 	enqueuePool(newPod, q)
@@ -64,7 +64,7 @@ func poolRelevantChange(oldPod, newPod *corev1.Pod) bool {
 		!equality.Semantic.DeepEqual(oldPod.OwnerReferences, newPod.OwnerReferences) ||
 		(oldPod.DeletionTimestamp == nil) != (newPod.DeletionTimestamp == nil) ||
 		oldPod.Status.Phase != newPod.Status.Phase ||
-		isReady(oldPod) != isReady(newPod) ||
+		agentsv1alpha1.IsPodReady(oldPod) != agentsv1alpha1.IsPodReady(newPod) ||
 		isUnschedulable(oldPod) != isUnschedulable(newPod)
 }
 

@@ -67,8 +67,8 @@ func expectPool(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas, a
 	}, timeout, interval).Should(Succeed())
 }
 
-// claim labels a Pod as claimed by agent, as an agent's one label patch.
-func claim(ctx context.Context, pod *corev1.Pod, agent string) {
+// claimPod labels a Pod as claimed by agent, as an agent's one label patch.
+func claimPod(ctx context.Context, pod *corev1.Pod, agent string) {
 	patched := pod.DeepCopy()
 	patched.Labels[agentsv1alpha1.LabelClaimedBy] = agent
 	Expect(k8sClient.Patch(ctx, patched, client.MergeFrom(pod))).To(Succeed())

@@ -9,18 +9,6 @@ import (
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
-// isClaimed reports whether an agent holds the Pod: it has a holder, or its
-// state already says claimed. A claimed Pod has left the pool for good.
-func isClaimed(pod *corev1.Pod) bool {
-	return pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" ||
-		pod.Labels[agentsv1alpha1.LabelState] == string(agentsv1alpha1.StateClaimed)
-}
-
-// isReady reports whether the Pod's Ready condition is True.
-func isReady(pod *corev1.Pod) bool {
-	return podCondition(pod, corev1.PodReady) == corev1.ConditionTrue
-}
-
 // isFinished reports whether the Pod's containers have stopped for good,
 // which covers failed and evicted Pods.
 func isFinished(pod *corev1.Pod) bool {
@@ -42,18 +30,9 @@ func isUnschedulable(pod *corev1.Pod) bool {
 	return false
 }
 
-func podCondition(pod *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == t {
-			return c.Status
-		}
-	}
-	return corev1.ConditionUnknown
-}
-
 // readinessState is the state label a pool Pod should carry.
 func readinessState(pod *corev1.Pod) agentsv1alpha1.SandboxState {
-	if isReady(pod) {
+	if agentsv1alpha1.IsPodReady(pod) {
 		return agentsv1alpha1.StateAvailable
 	}
 	return agentsv1alpha1.StateCreating

@@ -38,7 +38,7 @@ func classify(uid types.UID, pods []*corev1.Pod, deleting sets.Set[types.UID]) p
 		}
 		owned := isControlledBy(pod, uid)
 		switch {
-		case isClaimed(pod):
+		case agentsv1alpha1.IsClaimed(pod):
 			if owned {
 				p.claimed = append(p.claimed, pod)
 			}

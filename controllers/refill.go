@@ -12,21 +12,27 @@ import (
 // sees them and matched, oldest first, with the next successful creations.
 type refillClock struct {
 	mu     sync.Mutex
-	claims map[types.NamespacedName][]time.Time
+	claims map[types.NamespacedName][]claim
+}
+
+// claim is one sandbox leaving a pool.
+type claim struct {
+	pod, agent string
+	at         time.Time
 }
 
 func newRefillClock() *refillClock {
-	return &refillClock{claims: map[types.NamespacedName][]time.Time{}}
+	return &refillClock{claims: map[types.NamespacedName][]claim{}}
 }
 
-func (c *refillClock) claimed(key types.NamespacedName, at time.Time) {
+func (c *refillClock) claimed(key types.NamespacedName, at claim) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.claims[key] = append(c.claims[key], at)
 }
 
-// replaced returns the claim times the next n creations answer.
-func (c *refillClock) replaced(key types.NamespacedName, n int) []time.Time {
+// replaced returns the claims the next n creations answer.
+func (c *refillClock) replaced(key types.NamespacedName, n int) []claim {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	q := c.claims[key]

@@ -154,8 +154,11 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 	log := ctrl.LoggerFrom(ctx)
 	if c := int(created.Load()); c > 0 {
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
-		for _, at := range r.refills.replaced(key, c) {
-			claimToReplacement.WithLabelValues(sbs.Namespace, sbs.Name).Observe(time.Since(at).Seconds())
+		for _, claim := range r.refills.replaced(key, c) {
+			latency := time.Since(claim.at)
+			claimToReplacement.WithLabelValues(sbs.Namespace, sbs.Name).Observe(latency.Seconds())
+			r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SandboxClaimed", "Refill",
+				"Sandbox %s claimed by %s; its replacement was created %s later", claim.pod, claim.agent, latency.Round(time.Millisecond))
 		}
 		log.V(1).Info("Created sandbox Pods", "count", c, "revision", revision)
 	}
@@ -259,7 +262,7 @@ func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1
 		if err != nil {
 			return fmt.Errorf("releasing claimed Pod %s: %w", pod.Name, err)
 		}
-		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxClaimed", "Release",
+		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxReleased", "Release",
 			"Sandbox %s claimed by %s left the pool", pod.Name, pod.Labels[agentsv1alpha1.LabelClaimedBy])
 		return nil
 	})

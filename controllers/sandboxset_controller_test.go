@@ -63,7 +63,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 
 		By("stage 2: an agent claims a sandbox; it leaves the pool")
 		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
-		claim(ctx, &claimed, "agent-1")
+		claimPod(ctx, &claimed, "agent-1")
 		Eventually(func(g Gomega) {
 			pod := getPod(ctx, g, ns, claimed.Name)
 			g.Expect(pod.OwnerReferences).To(BeEmpty(), "released from the SandboxSet")
@@ -134,7 +134,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 		makeReadyWhenCreated(ctx, sbs, 4)
 		expectPool(ctx, sbs, 4, 4)
 		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
-		claim(ctx, &claimed, "agent-1")
+		claimPod(ctx, &claimed, "agent-1")
 		makeReadyWhenCreated(ctx, sbs, 1)
 		expectPool(ctx, sbs, 4, 4)
 		oldRevision := claimed.Labels[agentsv1alpha1.LabelRevision]
@@ -248,7 +248,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 		makeReadyWhenCreated(ctx, sbs, 3)
 		expectPool(ctx, sbs, 3, 3)
 		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
-		claim(ctx, &claimed, "agent-1")
+		claimPod(ctx, &claimed, "agent-1")
 		expectPool(ctx, sbs, 3, 2)
 
 		Expect(k8sClient.Delete(ctx, sbs)).To(Succeed())
@@ -325,7 +325,7 @@ func scaleTo(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas int32
 func updatedPods(ctx context.Context, g Gomega, sbs *agentsv1alpha1.SandboxSet, revision string) []corev1.Pod {
 	var out []corev1.Pod
 	for _, pod := range podsOf(ctx, g, sbs) {
-		if pod.Labels[agentsv1alpha1.LabelRevision] == revision && !isClaimed(&pod) {
+		if pod.Labels[agentsv1alpha1.LabelRevision] == revision && !agentsv1alpha1.IsClaimed(&pod) {
 			out = append(out, pod)
 		}
 	}

@@ -65,7 +65,7 @@ func unavailableReason(pod *corev1.Pod) string {
 		return "it is being deleted"
 	case pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded:
 		return "it has stopped"
-	case !isReady(pod):
+	case !agentsv1alpha1.IsPodReady(pod):
 		return "it is still creating (not Ready); claim an available one (agents.kruise.io/state=available)"
 	}
 	return ""
@@ -136,13 +136,4 @@ func completeClaim(pod *corev1.Pod, now time.Time) {
 func isSandboxSetRef(apiVersion, kind string) bool {
 	gv, err := schema.ParseGroupVersion(apiVersion)
 	return err == nil && gv.Group == agentsv1alpha1.GroupVersion.Group && kind == "SandboxSet"
-}
-
-func isReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

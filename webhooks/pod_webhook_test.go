@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -71,6 +72,17 @@ var _ = Describe("Pool Pod admission", func() {
 		at, err := time.Parse(time.RFC3339Nano, claimed.Annotations[agentsv1alpha1.AnnotationClaimedAt])
 		Expect(err).NotTo(HaveOccurred())
 		Expect(at).To(BeTemporally(">", before))
+
+		By("telling kubectl describe about the claim and its refill")
+		Eventually(func(g Gomega) {
+			events := &eventsv1.EventList{}
+			g.Expect(adminClient.List(ctx, events, client.InNamespace(ns))).To(Succeed())
+			g.Expect(events.Items).To(ContainElement(And(
+				HaveField("Reason", "SandboxClaimed"),
+				HaveField("Regarding.Name", "demo"),
+				HaveField("Note", ContainSubstring("Sandbox %s claimed by agent-1", pod.Name)),
+			)))
+		}, timeout, interval).Should(Succeed())
 	})
 
 	It("refuses to claim a Pod that is still creating", func(ctx SpecContext) {
