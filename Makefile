@@ -60,12 +60,21 @@ test: verify-generated vet envtest ## Run every test suite against a real kube-a
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
+build: ## Build the manager and the kubectl-sbs CLI.
 	go build -o bin/manager ./cmd/manager
+	go build -o bin/kubectl-sbs ./cmd/kubectl-sbs
 
 .PHONY: run
 run: manifests generate ## Run the controller against the cluster in your kubeconfig, without webhooks (install the CRD first: make install).
 	go run ./cmd/manager --leader-elect=false --enable-webhooks=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081
+
+.PHONY: up
+up: manifests ## Run the whole system locally: control plane, simulated nodes, the operator and the seed's demo pool.
+	test/local/demo.sh
+
+.PHONY: down
+down: ## Stop the local system and remove its state.
+	test/local/cluster.sh down
 
 .PHONY: install
 install: manifests ## Install the CRD into the cluster in your kubeconfig.

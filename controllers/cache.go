@@ -35,7 +35,10 @@ func poolSelector(sandboxSet string) labels.Selector {
 		// checks them), so this cannot happen for a stored object.
 		return labels.Nothing()
 	}
-	unclaimed, _ := labels.NewRequirement(agentsv1alpha1.LabelState, selection.NotEquals, []string{string(agentsv1alpha1.StateClaimed)})
+	// "in", not "!= claimed": clients such as kubectl scale parse the
+	// selector as a metav1.LabelSelector, which has no != operator.
+	unclaimed, _ := labels.NewRequirement(agentsv1alpha1.LabelState, selection.In,
+		[]string{string(agentsv1alpha1.StateAvailable), string(agentsv1alpha1.StateCreating)})
 	return labels.NewSelector().Add(*sbs, *unclaimed)
 }
 

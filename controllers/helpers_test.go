@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"sync"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -10,15 +9,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
-	toolscache "k8s.io/client-go/tools/cache"
-	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/kubelet"
+	"github.com/sandboxset/warmpool/test/podtrack"
 )
 
 func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
@@ -80,57 +75,22 @@ func getPod(ctx context.Context, g Gomega, ns, name string) *corev1.Pod {
 	return pod
 }
 
-// creationCounter counts every Pod ever created in a namespace, by UID,
-// from a watch opened before the test creates anything. The watch resumes
-// from its last resourceVersion if the API server closes it, as it does to a
-// watcher that falls behind a burst, so no creation goes uncounted.
-type creationCounter struct {
-	mu   sync.Mutex
-	uids sets.Set[types.UID]
-	w    watch.Interface
-}
+// creationCounter counts every Pod ever created in a namespace.
+type creationCounter struct{ *podtrack.Creations }
 
 func countCreations(ctx context.Context, ns string) *creationCounter {
 	GinkgoHelper()
-	clientset := kubernetes.NewForConfigOrDie(cfg)
-	list, err := clientset.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	c, err := podtrack.Count(ctx, cfg, ns)
 	Expect(err).NotTo(HaveOccurred())
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &toolscache.ListWatch{
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return clientset.CoreV1().Pods(ns).Watch(ctx, opts)
-		},
-	})
-	Expect(err).NotTo(HaveOccurred())
-	c := &creationCounter{uids: sets.New[types.UID](), w: w}
-	for i := range list.Items {
-		c.uids.Insert(list.Items[i].UID)
-	}
-	go func() {
-		for ev := range w.ResultChan() {
-			if pod, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
-				c.mu.Lock()
-				c.uids.Insert(pod.UID)
-				c.mu.Unlock()
-			}
-		}
-	}()
-	return c
-}
-
-func (c *creationCounter) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.uids.Len()
+	return &creationCounter{c}
 }
 
 // expectExactly waits for the watch to catch up with n creations, then
 // checks that no more follow.
 func (c *creationCounter) expectExactly(n int) {
 	GinkgoHelper()
-	Eventually(c.count, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
-	Consistently(c.count, holdFor, interval).Should(Equal(n), "Pods ever created")
+	Eventually(c.Count, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
+	Consistently(c.Count, holdFor, interval).Should(Equal(n), "Pods ever created")
 }
-
-func (c *creationCounter) stop() { c.w.Stop() }
 
 func resourceQuantity(n int64) *resource.Quantity { return resource.NewQuantity(n, resource.DecimalSI) }

@@ -32,7 +32,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 	BeforeEach(func(ctx SpecContext) {
 		ns = newNamespace(ctx)
 		creation = countCreations(context.Background(), ns)
-		DeferCleanup(creation.stop)
+		DeferCleanup(creation.Stop)
 	})
 
 	create := func(ctx context.Context, replicas int32) {
@@ -111,7 +111,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 		scale := &autoscalingv1.Scale{}
 		Expect(k8sClient.SubResource("scale").Get(ctx, sbs, scale)).To(Succeed())
 		Expect(scale.Status.Replicas).To(Equal(int32(3)))
-		Expect(scale.Status.Selector).To(Equal("agents.kruise.io/sandboxset=demo,agents.kruise.io/state!=claimed"))
+		Expect(scale.Status.Selector).To(Equal("agents.kruise.io/sandboxset=demo,agents.kruise.io/state in (available,creating)"))
 		scaleTo(ctx, sbs, 5)
 		expectPool(ctx, sbs, 5, 3)
 
@@ -281,14 +281,14 @@ var _ = Describe("A manager restart", Serial, func() {
 	It("finishes a refill it was stopped in the middle of, without over-creation", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
 		creation := countCreations(context.Background(), ns)
-		defer creation.stop()
+		defer creation.Stop()
 		sbs := newSandboxSet(ns, "demo", 400)
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
 
 		By("stopping the manager once the first Pods exist")
-		Eventually(creation.count, timeout, interval/10).Should(BeNumerically(">", 0))
+		Eventually(creation.Count, timeout, interval/10).Should(BeNumerically(">", 0))
 		stopManager()
-		stopped := creation.count()
+		stopped := creation.Count()
 		GinkgoWriter.Printf("manager stopped with %d of 400 Pods created\n", stopped)
 
 		By("starting a fresh manager with a cold cache")

@@ -65,7 +65,7 @@ func main() {
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the admission webhooks are served on.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the admission webhooks bind to; empty means all addresses.")
 	flag.StringVar(&o.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate (tls.crt, tls.key), reloaded when it changes.")
-	flag.BoolVar(&o.selfSigned, "webhook-self-signed", false, "Generate a throwaway CA and serving certificate into --webhook-cert-dir at start, for local runs. In a cluster cert-manager issues them.")
+	flag.BoolVar(&o.selfSigned, "webhook-self-signed", false, "For local runs: unless --webhook-cert-dir already holds a valid pair, generate a throwaway CA and serving certificate into it at start. In a cluster cert-manager issues them.")
 	flag.StringVar(&o.managerUsername, "manager-username", "", "The identity the manager's own API requests carry, the only one allowed to create warm Pods and change their state. Empty asks the API server (SelfSubjectReview).")
 	flag.IntVar(&o.maxReplicas, "max-replicas", 5000, "The largest spec.replicas a SandboxSet may ask for.")
 	flag.BoolVar(&o.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
@@ -167,7 +167,9 @@ func run(ctx context.Context, o options) error {
 // that a missing Secret is a clear error at start and not a TLS failure at
 // the first admission request.
 func prepareCerts(o options) error {
-	if o.selfSigned {
+	// A valid pair is kept, so a restarted manager still matches the
+	// caBundle its webhook configurations were installed with.
+	if o.selfSigned && certs.Check(o.certDir) != nil {
 		host := o.webhookHost
 		if host == "" {
 			host = "127.0.0.1"

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The whole system on one machine, with no container runtime: a real
+# kube-apiserver, etcd, kube-scheduler and kube-controller-manager run by
+# kwokctl as local processes, simulated nodes whose Pods turn Ready after a
+# delay, and the operator's manager as a local process, installed from
+# config/ like in a cluster (CRD, RBAC, webhook configurations). Every server
+# listens on 127.0.0.1.
+#
+# Usage: cluster.sh up | down | start-manager | stop-manager | env
+#
+# Settings (environment):
+#   CLUSTER_NAME     kwok cluster name (default sandboxset)
+#   NODES            simulated nodes (default 10)
+#   READY_DELAY_MS   least time from scheduling to Ready (default 1000)
+#   READY_JITTER_MS  most time from scheduling to Ready (default 3000)
+#   WEBHOOK_PORT     the manager's webhook port on 127.0.0.1 (default 9443)
+#   METRICS_PORT     the manager's metrics port (default 8080)
+#   PROBE_PORT       the manager's health port (default 8081)
+#   DISABLE_QPS_LIMITS=true  lift the control plane components' client QPS limits
+#   MANAGER_ARGS     extra manager flags
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+CLUSTER_NAME=${CLUSTER_NAME:-sandboxset}
+NODES=${NODES:-10}
+READY_DELAY_MS=${READY_DELAY_MS:-1000}
+READY_JITTER_MS=${READY_JITTER_MS:-3000}
+WEBHOOK_PORT=${WEBHOOK_PORT:-9443}
+METRICS_PORT=${METRICS_PORT:-8080}
+PROBE_PORT=${PROBE_PORT:-8081}
+cache=${SANDBOXSET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandboxset}
+state="$cache/local/$CLUSTER_NAME"
+export KWOK_WORKDIR="$cache/kwok"
+bins=$("$repo/test/tools/build.sh" --dir)
+kubeconfig="$state/kubeconfig"
+namespace=sandboxset-system
+serviceaccount=sandboxset-controller-manager
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+k() { kubectl --kubeconfig "$kubeconfig" "$@"; }
+
+up() {
+  "$repo/test/tools/build.sh" cluster
+  down_cluster
+  mkdir -p "$state"
+  log "starting cluster $CLUSTER_NAME ($NODES nodes, Pods Ready after ${READY_DELAY_MS}-${READY_JITTER_MS} ms)"
+  sed -e "s/READY_DELAY_MS/$READY_DELAY_MS/" -e "s/READY_JITTER_MS/$READY_JITTER_MS/" "$here/kwok.yaml.tmpl" > "$state/kwok.yaml"
+  local extra=()
+  [ "${DISABLE_QPS_LIMITS:-false}" = true ] && extra+=(--disable-qps-limits)
+  "$bins/kwokctl" create cluster --name "$CLUSTER_NAME" --runtime binary --config "$state/kwok.yaml" \
+    --kube-apiserver-binary "$bins/kube-apiserver" --etcd-binary "$bins/etcd" \
+    --kube-controller-manager-binary "$bins/kube-controller-manager" --kube-scheduler-binary "$bins/kube-scheduler" \
+    --kwok-controller-binary "$bins/kwok" --kubeconfig "$kubeconfig" --wait 120s "${extra[@]}" >"$state/kwokctl.log" 2>&1 \
+    || { cat "$state/kwokctl.log" >&2; exit 1; }
+  "$bins/kwokctl" scale node --name "$CLUSTER_NAME" --replicas "$NODES" >>"$state/kwokctl.log" 2>&1
+
+  log "installing the operator from config/local (CRD, RBAC, webhook configurations)"
+  k kustomize "$repo/config/local" > "$state/operator.yaml"
+  # The CRD and RBAC first; the webhook configurations once the manager serves them.
+  grep -v '^$' "$state/operator.yaml" | awk 'BEGIN{RS="\n---\n"} !/kind: (Mutating|Validating)WebhookConfiguration/ {print $0 "\n---"}' | k apply --server-side -f - >/dev/null
+  k wait --for condition=Established crd/sandboxsets.agents.kruise.io --timeout 60s >/dev/null
+  start_manager
+  sed -e "s#WEBHOOK_ADDRESS#127.0.0.1:$WEBHOOK_PORT#" -e "s#CA_BUNDLE#$(base64 -w0 < "$state/certs/ca.crt")#" "$state/operator.yaml" \
+    | awk 'BEGIN{RS="\n---\n"} /kind: (Mutating|Validating)WebhookConfiguration/ {print $0 "\n---"}' | k apply --server-side -f - >/dev/null
+  log "cluster $CLUSTER_NAME is up; KUBECONFIG=$kubeconfig"
+}
+
+# start_manager runs the manager as the operator's own ServiceAccount, with
+# exactly the RBAC config/rbac grants, and waits until its webhooks serve.
+start_manager() {
+  stop_manager
+  mkdir -p "$state/bin"
+  (cd "$repo" && go build -o "$state/bin/manager" ./cmd/manager)
+  local server ca token
+  server=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
+  token=$(k -n "$namespace" create token "$serviceaccount" --duration 48h)
+  local mk="$state/manager.kubeconfig"
+  kubectl config --kubeconfig "$mk" set-cluster local --server "$server" --certificate-authority "$ca" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$mk" set-credentials manager --token "$token" >/dev/null
+  kubectl config --kubeconfig "$mk" set-context local --cluster local --user manager >/dev/null
+  kubectl config --kubeconfig "$mk" use-context local >/dev/null
+  # shellcheck disable=SC2086 # MANAGER_ARGS is a list of flags
+  "$state/bin/manager" --kubeconfig "$mk" --leader-elect=false \
+    --webhook-self-signed --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$state/certs" \
+    --metrics-bind-address "127.0.0.1:$METRICS_PORT" --health-probe-bind-address "127.0.0.1:$PROBE_PORT" \
+    ${MANAGER_ARGS:-} >>"$state/manager.log" 2>&1 &
+  echo $! > "$state/manager.pid"
+  for _ in $(seq 1 300); do
+    if curl -sf "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null 2>&1; then
+      log "manager is ready (pid $(cat "$state/manager.pid"), log $state/manager.log)"
+      return 0
+    fi
+    kill -0 "$(cat "$state/manager.pid")" 2>/dev/null || { tail -20 "$state/manager.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  log "manager did not become ready; see $state/manager.log"; exit 1
+}
+
+stop_manager() {
+  [ -f "$state/manager.pid" ] || return 0
+  local pid; pid=$(cat "$state/manager.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$state/manager.pid"
+}
+
+down_cluster() {
+  stop_manager
+  "$bins/kwokctl" delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
+  rm -rf "$state"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down_cluster; log "cluster $CLUSTER_NAME is gone" ;;
+  start-manager) start_manager ;;
+  stop-manager) stop_manager ;;
+  env) echo "export KUBECONFIG=$kubeconfig" ;;
+  *) echo "usage: $0 up | down | start-manager | stop-manager | env" >&2; exit 2 ;;
+esac
