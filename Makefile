@@ -53,9 +53,16 @@ fmt: ## Run go fmt.
 vet: ## Run go vet.
 	go vet ./...
 
+FUZZ_TIME ?= 10s
+
 .PHONY: test
-test: verify-generated vet envtest ## Run every test suite against a real kube-apiserver (builds it on first use).
+test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, envtest (real kube-apiserver) and e2e (local kwok cluster).
 	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./... -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
+
+.PHONY: fuzz
+fuzz: ## Fuzz SandboxSet validation and the claim decision for FUZZ_TIME each (seed corpus in webhooks/testdata/fuzz).
+	go test ./webhooks -run '^$$' -fuzz '^FuzzValidateSandboxSet$$' -fuzztime $(FUZZ_TIME)
+	go test ./webhooks -run '^$$' -fuzz '^FuzzAdmitPoolPodUpdate$$' -fuzztime $(FUZZ_TIME)
 
 ##@ Build
 
@@ -69,7 +76,7 @@ run: manifests generate ## Run the controller against the cluster in your kubeco
 	go run ./cmd/manager --leader-elect=false --enable-webhooks=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081
 
 .PHONY: up
-up: manifests ## Run the whole system locally: control plane, simulated nodes, the operator and the seed's demo pool.
+up: ## Run the whole system locally: control plane, simulated nodes, the operator and the seed's demo pool.
 	test/local/demo.sh
 
 .PHONY: down
@@ -94,6 +101,10 @@ docker-build: ## Build the manager image (needs a container engine).
 .PHONY: envtest
 envtest: ## Build kube-apiserver and etcd for envtest into the cache (about 10 minutes the first time).
 	test/tools/build.sh envtest
+
+.PHONY: cluster-tools
+cluster-tools: ## Also build kube-scheduler, kube-controller-manager and kwok for the local cluster (a few minutes more the first time).
+	test/tools/build.sh envtest cluster
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

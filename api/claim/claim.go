@@ -1,0 +1,354 @@
+// Package claim takes sandboxes from SandboxSet warm pools for agents, and
+// gives them back. It speaks only the Pod-level contract (the pool labels and
+// the claim webhook's answers), so an agent needs no more rights than the
+// Role in config/rbac/agent_role.yaml, plus create on Pods for cold claims.
+package claim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// DefaultMaxAttempts bounds a Claim's races when ClaimOptions leaves it out.
+const DefaultMaxAttempts = 5
+
+// ClaimOptions tune one Claim. The zero value claims a warm sandbox now or
+// fails.
+type ClaimOptions struct {
+	// Wait is how long to wait for a sandbox to become available when the
+	// pool has none. The wait watches the pool, so it ends the moment one does.
+	Wait time.Duration
+	// ColdIfEmpty creates a sandbox from the pool's current template, already
+	// claimed, when none is available (after Wait). It is opt-in: it needs
+	// create on Pods, and the sandbox still has to start.
+	ColdIfEmpty bool
+	// MaxAttempts bounds the claims sent; each races other agents for one
+	// sandbox. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+}
+
+// Sandbox is a claimed sandbox Pod.
+type Sandbox struct {
+	Name       string `json:"name"`
+	Namespace  string `json:"namespace"`
+	SandboxSet string `json:"sandboxSet"`
+	Agent      string `json:"agent"`
+	// IP is empty until the Pod has one; a cold sandbox has none yet.
+	IP string `json:"ip,omitempty"`
+	// Cold says the sandbox was created for this claim, not taken warm:
+	// it is not Ready yet.
+	Cold      bool      `json:"cold"`
+	ClaimedAt time.Time `json:"claimedAt,omitzero"`
+	// Attempts and Latency describe the Claim that won it; they are zero
+	// for sandboxes listed by Claimed.
+	Attempts int           `json:"attempts,omitempty"`
+	Latency  time.Duration `json:"latencyNanoseconds,omitempty"`
+}
+
+// Client claims and releases sandboxes through the API server.
+type Client struct {
+	c client.WithWatch
+}
+
+// New returns a Client over c. c must read straight from the API server, not
+// a cache: a claim decided on a stale list only loses more races. It needs
+// watch for ClaimOptions.Wait.
+func New(c client.WithWatch) *Client {
+	return &Client{c: c}
+}
+
+// Claim takes an available sandbox of the SandboxSet for agent. It picks one
+// at random, so that agents claiming at once rarely race for the same Pod,
+// and claims it with one label patch that the claim webhook makes atomic. A
+// lost race moves on to another sandbox, up to opts.MaxAttempts claims.
+func (c *Client) Claim(ctx context.Context, namespace, sandboxSet, agent string, opts ClaimOptions) (*Sandbox, error) {
+	if agent == "" {
+		return nil, errors.New("an agent id is required: it becomes the sandbox's claimed-by label")
+	}
+	if errs := validation.IsValidLabelValue(agent); len(errs) > 0 {
+		return nil, fmt.Errorf("agent id %q must be a valid label value: %s", agent, strings.Join(errs, "; "))
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	a := &attempt{Client: c, namespace: namespace, sandboxSet: sandboxSet, agent: agent, opts: opts, start: time.Now()}
+	pod, err := a.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sbx := sandboxOf(pod)
+	sbx.Cold, sbx.Attempts, sbx.Latency = a.cold, a.claims, time.Since(a.start)
+	return &sbx, nil
+}
+
+// attempt is one Claim in progress.
+type attempt struct {
+	*Client
+	namespace, sandboxSet, agent string
+	opts                         ClaimOptions
+	start                        time.Time
+	claims                       int  // claim writes sent
+	cold                         bool // the sandbox was created, not taken
+}
+
+// run claims until a claim wins, the pool is still empty when the wait is
+// over, or a call fails for a reason another try would not fix.
+func (a *attempt) run(ctx context.Context) (*corev1.Pod, error) {
+	deadline := a.start.Add(a.opts.Wait)
+	for {
+		pods, resourceVersion, err := a.available(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(pods) == 0 {
+			remaining := time.Until(deadline)
+			if remaining <= 0 {
+				return a.whenEmpty(ctx)
+			}
+			pod, err := a.waitAvailable(ctx, resourceVersion, remaining)
+			if err != nil {
+				return nil, err
+			}
+			if pod != nil {
+				pods = []*corev1.Pod{pod}
+			}
+		}
+		won, err := a.claimAny(ctx, pods)
+		if errors.Is(err, ErrLostRaces) {
+			// Out of attempts: if the pool has meanwhile drained, say so
+			// (or claim cold) rather than blame the races.
+			if pods, _, listErr := a.available(ctx); listErr == nil && len(pods) == 0 {
+				return a.whenEmpty(ctx)
+			}
+		}
+		if won != nil || err != nil {
+			return won, err
+		}
+		// Others took every candidate, or the wait ended: look again.
+	}
+}
+
+// available lists the pool's claimable sandboxes, and the resourceVersion
+// to watch from if there are none. It lists metadata only: picking is on
+// every claim's path, a large pool's full Pods are megabytes, and the claim
+// webhook checks readiness against the stored Pod anyway.
+func (a *attempt) available(ctx context.Context) ([]*corev1.Pod, string, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := a.c.List(ctx, list, client.InNamespace(a.namespace), availableLabels(a.sandboxSet)); err != nil {
+		return nil, "", apiError(err, "list", "pods", a.namespace, agentRoleHint)
+	}
+	var pods []*corev1.Pod
+	for i := range list.Items {
+		pod := &corev1.Pod{ObjectMeta: list.Items[i].ObjectMeta}
+		if pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) {
+			pods = append(pods, pod)
+		}
+	}
+	return pods, list.ResourceVersion, nil
+}
+
+func availableLabels(sandboxSet string) client.MatchingLabels {
+	return client.MatchingLabels{
+		agentsv1alpha1.LabelSandboxSet: sandboxSet,
+		agentsv1alpha1.LabelState:      string(agentsv1alpha1.StateAvailable),
+	}
+}
+
+// claimable double-checks what the state label says, since the controller
+// relabels a Pod only after its readiness changes.
+func claimable(pod *corev1.Pod) bool {
+	return pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) && agentsv1alpha1.IsPodReady(pod)
+}
+
+// claimAny claims the pods in random order until one claim wins. It returns
+// nil, nil when others won every one.
+func (a *attempt) claimAny(ctx context.Context, pods []*corev1.Pod) (*corev1.Pod, error) {
+	for len(pods) > 0 {
+		if a.claims == a.opts.MaxAttempts {
+			return nil, &kindError{kind: ErrLostRaces, msg: fmt.Sprintf(
+				"other agents took each of the %d sandboxes tried in SandboxSet %s/%s; retry, or raise --max-attempts",
+				a.claims, a.namespace, a.sandboxSet)}
+		}
+		i := rand.IntN(len(pods))
+		pod := pods[i]
+		pods[i] = pods[len(pods)-1]
+		pods = pods[:len(pods)-1]
+		a.claims++
+		claimed, err := a.claimPod(ctx, pod)
+		switch {
+		case err == nil:
+			return claimed, nil
+		case !lostRace(err):
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// claimPod sends the claim: a merge patch of the holder label alone, with
+// no resourceVersion, so the API server judges it against the stored Pod.
+// The response is the Pod as stored, already marked claimed by the webhook.
+func (a *attempt) claimPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{agentsv1alpha1.LabelClaimedBy: a.agent}}})
+	if err != nil {
+		return nil, err
+	}
+	claimed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
+	if err := a.c.Patch(ctx, claimed, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		if apierrors.IsForbidden(err) {
+			return nil, apiError(err, "patch", "pods", a.namespace, agentRoleHint)
+		}
+		return nil, fmt.Errorf("claiming sandbox %s: %w", pod.Name, err)
+	}
+	return claimed, nil
+}
+
+// holderField is how the claim webhook names the holder label in its refusals.
+const holderField = "metadata.labels[" + agentsv1alpha1.LabelClaimedBy + "]"
+
+// lostRace reports whether a claim failed because the Pod stopped being
+// claimable since it was listed: another agent claimed it (Conflict), it
+// lost readiness or began terminating (the webhook forbids the holder
+// label), or it is gone.
+func lostRace(err error) bool {
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return true
+	}
+	var status apierrors.APIStatus
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, cause := range status.Status().Details.Causes {
+		if cause.Type == metav1.CauseTypeForbidden && cause.Field == holderField {
+			return true
+		}
+	}
+	return false
+}
+
+// waitAvailable watches the pool from resourceVersion, so nothing since the
+// empty list is missed, until a sandbox is claimable or d runs out. It
+// returns nil, nil when the wait should end in a fresh look: d ran out, or
+// the watch ended or expired.
+func (a *attempt) waitAvailable(ctx context.Context, resourceVersion string, d time.Duration) (*corev1.Pod, error) {
+	waitCtx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	w, err := a.c.Watch(waitCtx, &corev1.PodList{}, client.InNamespace(a.namespace), availableLabels(a.sandboxSet),
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: resourceVersion}})
+	if err != nil {
+		switch {
+		case waitCtx.Err() != nil:
+			return nil, ctx.Err()
+		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+			return nil, nil
+		}
+		return nil, apiError(err, "watch", "pods", a.namespace, agentRoleHint)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-waitCtx.Done():
+			return nil, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil, ctx.Err()
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				if pod, ok := ev.Object.(*corev1.Pod); ok && claimable(pod) {
+					return pod, nil
+				}
+			case watch.Error:
+				if err := apierrors.FromObject(ev.Object); !apierrors.IsResourceExpired(err) && !apierrors.IsGone(err) {
+					return nil, fmt.Errorf("watching SandboxSet %s/%s for an available sandbox: %w", a.namespace, a.sandboxSet, err)
+				}
+				return nil, nil
+			}
+		}
+	}
+}
+
+// whenEmpty says why the pool had nothing to claim, or claims cold.
+func (a *attempt) whenEmpty(ctx context.Context) (*corev1.Pod, error) {
+	sbs := &agentsv1alpha1.SandboxSet{}
+	if err := a.c.Get(ctx, client.ObjectKey{Namespace: a.namespace, Name: a.sandboxSet}, sbs); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &kindError{kind: ErrNoSandboxSet, err: err,
+				msg: fmt.Sprintf("no SandboxSet %s in namespace %s", a.sandboxSet, a.namespace)}
+		}
+		return nil, apiError(err, "get", "sandboxsets", a.namespace, agentRoleHint)
+	}
+	if a.opts.ColdIfEmpty {
+		return a.claimCold(ctx, sbs)
+	}
+	waited := ""
+	if a.opts.Wait > 0 {
+		waited = " after waiting " + a.opts.Wait.String()
+	}
+	creating := max(0, sbs.Status.Replicas-sbs.Status.AvailableReplicas)
+	return nil, &kindError{kind: ErrPoolEmpty, msg: fmt.Sprintf(
+		"SandboxSet %s/%s has no available sandbox%s (%d creating); retry, use --wait, or --cold-if-empty",
+		a.namespace, a.sandboxSet, waited, creating)}
+}
+
+// claimCold creates a sandbox from the pool's current template, claimed
+// from birth. It has no ownerReference, like a claimed warm sandbox, so the
+// pool never counts it; the webhook stamps it claimed and refuses it unless
+// its revision is the pool's current one.
+func (a *attempt) claimCold(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) (*corev1.Pod, error) {
+	tmpl := sbs.Spec.Template.DeepCopy()
+	labels := tmpl.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[agentsv1alpha1.LabelSandboxSet] = sbs.Name
+	labels[agentsv1alpha1.LabelRevision] = sbs.Spec.Revision()
+	labels[agentsv1alpha1.LabelClaimedBy] = a.agent
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:   sbs.Namespace,
+			Name:        sbs.Name + "-" + utilrand.String(5),
+			Labels:      labels,
+			Annotations: tmpl.Annotations,
+		},
+		Spec: tmpl.Spec,
+	}
+	a.claims++
+	if err := a.c.Create(ctx, pod); err != nil {
+		return nil, apiError(err, "create", "pods", a.namespace,
+			"a cold claim needs create on pods, which the agent Role in config/rbac/agent_role.yaml does not grant")
+	}
+	a.cold = true
+	return pod, nil
+}
+
+// sandboxOf reads a claimed Pod's labels and claim stamp.
+func sandboxOf(pod *corev1.Pod) Sandbox {
+	// A missing or malformed stamp leaves ClaimedAt zero, which says unknown.
+	at, _ := time.Parse(time.RFC3339Nano, pod.Annotations[agentsv1alpha1.AnnotationClaimedAt])
+	return Sandbox{
+		Name:       pod.Name,
+		Namespace:  pod.Namespace,
+		SandboxSet: pod.Labels[agentsv1alpha1.LabelSandboxSet],
+		Agent:      pod.Labels[agentsv1alpha1.LabelClaimedBy],
+		IP:         pod.Status.PodIP,
+		ClaimedAt:  at,
+	}
+}

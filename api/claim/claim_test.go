@@ -1,0 +1,255 @@
+package claim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	. "github.com/onsi/gomega/gstruct"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/kubelet"
+)
+
+var _ = Describe("Claim", func() {
+	var (
+		ns    string
+		agent *Client
+	)
+
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		agent = agentClient(ctx, ns, "agent-user")
+	})
+
+	It("takes an available sandbox in one write", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 2, true)
+		before := time.Now().Add(-time.Second)
+		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*sbx).To(MatchFields(IgnoreExtras, Fields{
+			"Namespace": Equal(ns), "SandboxSet": Equal("demo"), "Agent": Equal("agent-1"),
+			"IP": Equal("10.0.0.1"), "Cold": BeFalse(), "Attempts": Equal(1),
+			"ClaimedAt": BeTemporally(">", before), "Latency": BeNumerically(">", 0),
+		}))
+		stored := storedPod(ctx, ns, sbx.Name)
+		Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+		Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"))
+	})
+
+	It("gives each of 10 sandboxes to exactly one of 20 racing agents", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 10, true)
+		type result struct {
+			agent string
+			sbx   *Sandbox
+			err   error
+		}
+		results := make(chan result, 20)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() {
+				defer GinkgoRecover()
+				id := fmt.Sprintf("agent-%d", i)
+				<-start
+				sbx, err := agent.Claim(ctx, ns, "demo", id, ClaimOptions{})
+				results <- result{agent: id, sbx: sbx, err: err}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(results)
+
+		winners := map[string]string{}
+		for r := range results {
+			if r.err != nil {
+				Expect(errors.Is(r.err, ErrPoolEmpty) || errors.Is(r.err, ErrLostRaces)).To(BeTrue(), "a loser is told why, got %v", r.err)
+				continue
+			}
+			Expect(winners).NotTo(HaveKey(r.sbx.Name), "two agents were told they hold %s", r.sbx.Name)
+			winners[r.sbx.Name] = r.agent
+		}
+		Expect(winners).To(HaveLen(10))
+		for name, holder := range winners {
+			Expect(storedPod(ctx, ns, name).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, holder))
+		}
+	})
+
+	It("waits for a sandbox to become available, and takes it at once", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, true)
+		first, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+
+		done := make(chan *Sandbox, 1)
+		go func() {
+			defer GinkgoRecover()
+			sbx, err := agent.Claim(ctx, ns, "demo", "agent-2", ClaimOptions{Wait: timeout})
+			Expect(err).NotTo(HaveOccurred())
+			done <- sbx
+		}()
+		var refill []corev1.Pod
+		Eventually(func(g Gomega) {
+			refill = poolPods(ctx, g, ns, "demo", agentsv1alpha1.StateCreating)
+			g.Expect(refill).To(HaveLen(1))
+		}, timeout, interval).Should(Succeed())
+		Consistently(done, holdFor).ShouldNot(Receive(), "nothing to claim while the refill is creating")
+
+		By("playing kubelet: the refill turns Ready")
+		Expect(kubelet.SetReady(ctx, admin, &refill[0], true)).To(Succeed())
+		var sbx *Sandbox
+		Eventually(done, timeout).Should(Receive(&sbx))
+		Expect(sbx.Name).To(Equal(refill[0].Name))
+		Expect(sbx.Name).NotTo(Equal(first.Name))
+		Expect(sbx.Agent).To(Equal("agent-2"))
+	})
+
+	It("says when there is no such SandboxSet", func(ctx SpecContext) {
+		_, err := agent.Claim(ctx, ns, "nope", "agent-1", ClaimOptions{})
+		Expect(err).To(MatchError(ErrNoSandboxSet))
+		Expect(err).To(MatchError(fmt.Sprintf("no SandboxSet nope in namespace %s", ns)))
+	})
+
+	It("says when the pool has nothing available, and how much is coming", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 2, false)
+		_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).To(MatchError(ErrPoolEmpty))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (2 creating); retry, use --wait, or --cold-if-empty", ns)))
+
+		_, err = agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{Wait: 300 * time.Millisecond})
+		Expect(err).To(MatchError(ErrPoolEmpty))
+		Expect(err.Error()).To(ContainSubstring("has no available sandbox after waiting 300ms (2 creating)"))
+	})
+
+	It("says which right an agent without the agent Role lacks", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, true)
+		_, err := userClient("stranger").Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).To(MatchError(ErrForbidden))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "the API error stays reachable")
+		Expect(err.Error()).To(And(
+			HavePrefix("not allowed to list pods in namespace %s: ", ns),
+			ContainSubstring(`User "stranger" cannot list resource "pods"`),
+			HaveSuffix("an agent needs the Role in config/rbac/agent_role.yaml"),
+		))
+	})
+
+	It("recognises the claim webhook's refusal of a Pod that stopped being Ready as a lost race", func(ctx SpecContext) {
+		// Claim meets this only in a narrow race; here it is made to happen.
+		newPool(ctx, ns, "demo", 1, true)
+		pod := poolPods(ctx, Default, ns, "demo", agentsv1alpha1.StateAvailable)[0]
+		Expect(kubelet.SetReady(ctx, admin, &pod, false)).To(Succeed())
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{agentsv1alpha1.LabelClaimedBy: "agent-1"}}})
+		Expect(err).NotTo(HaveOccurred())
+		err = admin.Patch(ctx, &pod, client.RawPatch(types.MergePatchType, patch))
+		Expect(err).To(MatchError(ContainSubstring("cannot be claimed: it is still creating")))
+		Expect(lostRace(err)).To(BeTrue())
+	})
+
+	Context("with ColdIfEmpty", func() {
+		It("creates a claimed sandbox from the current template, outside the pool", func(ctx SpecContext) {
+			sbs := newPool(ctx, ns, "demo", 1, false)
+			Expect(admin.Create(ctx, &rbacv1.Role{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "create-pods"},
+				Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}},
+			})).To(Succeed())
+			Expect(env.BindRole(ctx, ns, "create-pods", "agent-user")).To(Succeed())
+
+			sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{ColdIfEmpty: true})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sbx.Cold).To(BeTrue())
+			Expect(sbx.Name).To(MatchRegexp(`^demo-[a-z0-9]{5}$`))
+			Expect(sbx.Agent).To(Equal("agent-1"))
+			Expect(sbx.ClaimedAt).NotTo(BeZero(), "stamped by the webhook")
+
+			stored := storedPod(ctx, ns, sbx.Name)
+			Expect(stored.Labels).To(And(
+				HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)),
+				HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"),
+				HaveKeyWithValue(agentsv1alpha1.LabelRevision, sbs.Spec.Revision()),
+				HaveKeyWithValue("app", "sandbox"),
+			))
+			Expect(stored.Annotations).To(And(
+				HaveKeyWithValue(agentsv1alpha1.AnnotationPersistentContents, "ip"),
+				HaveKeyWithValue("foo", "bar"),
+			))
+			Expect(stored.OwnerReferences).To(BeEmpty())
+
+			By("leaving the pool as it was")
+			Consistently(func(g Gomega) {
+				g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+				g.Expect(sbs.Status.Replicas).To(Equal(int32(1)))
+				g.Expect(poolPods(ctx, g, ns, "demo", agentsv1alpha1.StateCreating)).To(HaveLen(1))
+			}, holdFor, interval).Should(Succeed())
+		})
+
+		It("says that a cold claim needs create on pods", func(ctx SpecContext) {
+			newPool(ctx, ns, "demo", 1, false)
+			_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{ColdIfEmpty: true})
+			Expect(err).To(MatchError(ErrForbidden))
+			Expect(err.Error()).To(And(
+				HavePrefix("not allowed to create pods in namespace %s: ", ns),
+				HaveSuffix("a cold claim needs create on pods, which the agent Role in config/rbac/agent_role.yaml does not grant"),
+			))
+		})
+	})
+})
+
+var _ = Describe("Pools, claimed sandboxes and Release", func() {
+	var (
+		ns    string
+		agent *Client
+	)
+
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		agent = agentClient(ctx, ns, "agent-user")
+	})
+
+	It("lists pools and who holds what", func(ctx SpecContext) {
+		sbs := newPool(ctx, ns, "demo", 3, true)
+		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+
+		Eventually(func(g Gomega) {
+			pools, err := agent.List(ctx, ns)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(pools).To(Equal([]Pool{{Name: "demo", Namespace: ns, Replicas: 3, Available: 2, UpdateRevision: sbs.Spec.Revision()}}))
+		}, timeout, interval).Should(Succeed())
+		pool, err := agent.Pool(ctx, ns, "demo")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(pool.Name).To(Equal("demo"))
+		_, err = agent.Pool(ctx, ns, "nope")
+		Expect(err).To(MatchError(ErrNoSandboxSet))
+
+		claimed, err := agent.Claimed(ctx, ns, "demo")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(claimed).To(HaveExactElements(MatchFields(IgnoreExtras, Fields{
+			"Name": Equal(sbx.Name), "Agent": Equal("agent-1"), "IP": Equal("10.0.0.1"),
+			"ClaimedAt": BeTemporally("==", sbx.ClaimedAt),
+		})))
+	})
+
+	It("releases a claimed sandbox by deleting it, and refuses a warm one", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 2, true)
+		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(agent.Release(ctx, ns, sbx.Name)).To(Succeed())
+		err = admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: sbx.Name}, &corev1.Pod{})
+		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "got %v", err)
+
+		warm := poolPods(ctx, Default, ns, "demo", agentsv1alpha1.StateAvailable)[0]
+		err = agent.Release(ctx, ns, warm.Name)
+		Expect(err).To(MatchError(ErrNotClaimed))
+		Expect(err).To(MatchError(fmt.Sprintf("sandbox %s/%s is not claimed: it belongs to the warm pool of SandboxSet demo; only a claimed sandbox can be released", ns, warm.Name)))
+		storedPod(ctx, ns, warm.Name)
+	})
+})

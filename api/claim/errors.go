@@ -1,0 +1,50 @@
+package claim
+
+import (
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Why nothing could be claimed (or released). Test for them with errors.Is:
+// each calls for a different reaction from an agent.
+var (
+	// ErrNoSandboxSet: the pool does not exist; retrying will not help.
+	ErrNoSandboxSet = errors.New("no such SandboxSet")
+	// ErrPoolEmpty: the pool exists but had no available sandbox in time.
+	ErrPoolEmpty = errors.New("no available sandbox")
+	// ErrLostRaces: other agents took every sandbox a Claim tried, for
+	// MaxAttempts tries; the pool is busy but not necessarily empty.
+	ErrLostRaces = errors.New("lost every claim race")
+	// ErrForbidden: RBAC refused a call; the error names the call and the
+	// API server's message names the user.
+	ErrForbidden = errors.New("forbidden")
+	// ErrNotClaimed: Release refuses a Pod that is not a claimed sandbox.
+	ErrNotClaimed = errors.New("not a claimed sandbox")
+)
+
+// kindError carries a full message for people and one of the Err values
+// above for code.
+type kindError struct {
+	kind error
+	msg  string
+	err  error // the API error behind it, if any
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+func (e *kindError) Unwrap() error        { return e.err }
+
+// agentRoleHint is where an agent gets the rights Claim and Release need.
+const agentRoleHint = "an agent needs the Role in config/rbac/agent_role.yaml"
+
+// apiError wraps an API error with the call that failed, turning an RBAC
+// refusal into ErrForbidden with hint saying what grants the right.
+func apiError(err error, verb, resource, namespace, hint string) error {
+	if apierrors.IsForbidden(err) {
+		return &kindError{kind: ErrForbidden, err: err,
+			msg: fmt.Sprintf("not allowed to %s %s in namespace %s: %v; %s", verb, resource, namespace, err, hint)}
+	}
+	return fmt.Errorf("%s %s in namespace %s: %w", verb, resource, namespace, err)
+}

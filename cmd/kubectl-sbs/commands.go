@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sandboxset/warmpool/api/claim"
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(agentsv1alpha1.AddToScheme(scheme))
+}
+
+// run runs the command line args (without the program name), writing
+// results to stdout and notes to stderr, as kubectl does.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRootCommand()
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if args == nil {
+		args = []string{} // cobra would read os.Args otherwise
+	}
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kubectl-sbs",
+		Short: "Claim and release sandboxes from SandboxSet warm pools",
+		Annotations: map[string]string{
+			cobra.CommandDisplayNameAnnotation: "kubectl sbs",
+		},
+		SilenceErrors: true, // main prints them once
+		SilenceUsage:  true, // a failed claim is not a usage mistake
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nSee '%s --help' for usage", err, cmd.CommandPath())
+	})
+
+	// The kubeconfig flags, contexts, KUBECONFIG and the namespace default
+	// behave exactly as in kubectl.
+	loading := clientcmd.NewDefaultClientConfigLoadingRules()
+	overrides := &clientcmd.ConfigOverrides{}
+	flags := root.PersistentFlags()
+	flags.StringVar(&loading.ExplicitPath, "kubeconfig", "", "Path to the kubeconfig file to use.")
+	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	conn := &connection{config: clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, overrides)}
+
+	root.AddCommand(newClaimCommand(conn), newListCommand(conn), newGetCommand(conn), newReleaseCommand(conn))
+	return root
+}
+
+// connection connects lazily, so that usage mistakes never need a cluster.
+type connection struct {
+	config clientcmd.ClientConfig
+}
+
+func (c *connection) client() (*claim.Client, string, error) {
+	cfg, err := c.config.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	ns, _, err := c.config.Namespace()
+	if err != nil {
+		return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cl, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, "", fmt.Errorf("creating a client: %w", err)
+	}
+	return claim.New(cl), ns, nil
+}
+
+func newClaimCommand(conn *connection) *cobra.Command {
+	var (
+		agent, output string
+		opts          claim.ClaimOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "claim SANDBOXSET --by AGENT",
+		Short: "Claim an available sandbox; prints its Pod name and IP",
+		Example: `  kubectl sbs claim demo --by agent-3
+  kubectl sbs claim demo --by agent-3 --wait 30s -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, ns, err := conn.client()
+			if err != nil {
+				return err
+			}
+			sbx, err := c.Claim(cmd.Context(), ns, args[0], agent, opts)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), sbx)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(sbx.Name+" "+sbx.IP))
+			return err
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&agent, "by", "", "The claiming agent's id; the sandbox's "+agentsv1alpha1.LabelClaimedBy+" label.")
+	_ = cmd.MarkFlagRequired("by") // cannot fail: the flag exists
+	flags.DurationVar(&opts.Wait, "wait", 0, "How long to wait for a sandbox to become available when none is.")
+	flags.BoolVar(&opts.ColdIfEmpty, "cold-if-empty", false, "When none is available, create a sandbox from the pool's template, already claimed. Needs create on pods; the sandbox still has to start.")
+	flags.IntVar(&opts.MaxAttempts, "max-attempts", claim.DefaultMaxAttempts, "How many sandboxes to try when other agents claim them first.")
+	addOutputFlag(flags, &output)
+	return cmd
+}
+
+func newListCommand(conn *connection) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the SandboxSets in the namespace",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, ns, err := conn.client()
+			if err != nil {
+				return err
+			}
+			pools, err := c.List(cmd.Context(), ns)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), pools)
+			}
+			if len(pools) == 0 {
+				_, err := fmt.Fprintf(cmd.ErrOrStderr(), "No SandboxSets found in %s namespace.\n", ns)
+				return err
+			}
+			return printPools(cmd.OutOrStdout(), pools...)
+		},
+	}
+	addOutputFlag(cmd.Flags(), &output)
+	return cmd
+}
+
+func newGetCommand(conn *connection) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "get SANDBOXSET",
+		Short: "Show a SandboxSet and the sandboxes claimed from it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, ns, err := conn.client()
+			if err != nil {
+				return err
+			}
+			pool, err := c.Pool(cmd.Context(), ns, args[0])
+			if err != nil {
+				return err
+			}
+			claimed, err := c.Claimed(cmd.Context(), ns, args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				return printJSON(out, struct {
+					Pool    *claim.Pool     `json:"pool"`
+					Claimed []claim.Sandbox `json:"claimed"`
+				}{pool, append([]claim.Sandbox{}, claimed...)})
+			}
+			if err := printPools(out, *pool); err != nil {
+				return err
+			}
+			if len(claimed) == 0 {
+				_, err := fmt.Fprintf(cmd.ErrOrStderr(), "\nNo sandboxes claimed from %s.\n", pool.Name)
+				return err
+			}
+			fmt.Fprintln(out)
+			return printClaimed(out, claimed)
+		},
+	}
+	addOutputFlag(cmd.Flags(), &output)
+	return cmd
+}
+
+func newReleaseCommand(conn *connection) *cobra.Command {
+	return &cobra.Command{
+		Use:   "release POD",
+		Short: "Release a claimed sandbox by deleting its Pod",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ns, err := conn.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Release(cmd.Context(), ns, args[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "sandbox %s released\n", args[0])
+			return err
+		},
+	}
+}
+
+func addOutputFlag(flags *pflag.FlagSet, output *string) {
+	flags.StringVarP(output, "output", "o", "", "Output format: json, or empty for text.")
+}
+
+// checkOutput refuses an unknown format before anything is claimed.
+func checkOutput(output string) error {
+	if output != "" && output != "json" {
+		return fmt.Errorf("unknown output format %q: want json, or none for text", output)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newTable lines up columns as kubectl's printers do.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+}
+
+func printPools(w io.Writer, pools ...claim.Pool) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "NAME\tREPLICAS\tAVAILABLE\tUPDATEREVISION")
+	for _, p := range pools {
+		fmt.Fprintf(t, "%s\t%d\t%d\t%s\n", p.Name, p.Replicas, p.Available, orNone(p.UpdateRevision))
+	}
+	return t.Flush()
+}
+
+func printClaimed(w io.Writer, claimed []claim.Sandbox) error {
+	t := newTable(w)
+	fmt.Fprintln(t, "NAME\tAGENT\tCLAIMED-AT\tIP")
+	for _, s := range claimed {
+		at := "<unknown>"
+		if !s.ClaimedAt.IsZero() {
+			at = s.ClaimedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", s.Name, orNone(s.Agent), at, orNone(s.IP))
+	}
+	return t.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}

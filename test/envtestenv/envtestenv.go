@@ -1,0 +1,259 @@
+// Package envtestenv starts what every API-server test suite of this project
+// shares: a real kube-apiserver and etcd (envtest) with the SandboxSet CRD and
+// the admission webhooks installed, and the manager (controller and webhooks)
+// running in-process under its own identity, as it runs in a cluster.
+package envtestenv
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/controllers"
+)
+
+// ManagerUser is the identity the manager runs as; only it may create warm
+// Pods and move their state, so it must not be the suite's admin.
+const ManagerUser = "system:serviceaccount:sandboxset-system:sandboxset-controller-manager"
+
+// Options say what a suite adds to the shared environment.
+type Options struct {
+	// RegisterWebhooks registers the admission webhooks with the manager.
+	// The suite supplies it because package webhooks' own suite uses this
+	// package, which therefore cannot import it.
+	RegisterWebhooks func(mgr ctrl.Manager) error
+	// ExtraCRDPaths are more CRD files or directories to install.
+	ExtraCRDPaths []string
+}
+
+// Env is a running API server with the manager attached.
+type Env struct {
+	// Environment is the envtest environment, for AddUser and the like.
+	Environment *envtest.Environment
+	// Scheme knows the built-in kinds and SandboxSets.
+	Scheme *runtime.Scheme
+	// Admin is a cluster-admin client straight to the API server, no cache.
+	Admin client.WithWatch
+	// Root is the repository root, where config/ lives.
+	Root string
+
+	stopManager context.CancelFunc
+	managerDone chan struct{}
+	managerErr  error
+}
+
+// Start starts the API server, installs the CRDs and webhook configurations,
+// and runs the manager until its webhook server answers TLS. KUBEBUILDER_ASSETS
+// must name the kube-apiserver and etcd binaries.
+func Start(opts Options) (*Env, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is unset: run the tests with 'make test', which builds kube-apiserver and etcd")
+	}
+	if opts.RegisterWebhooks == nil {
+		return nil, errors.New("envtestenv: Options.RegisterWebhooks is required: the webhook configurations fail closed")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Scheme: runtime.NewScheme(), Root: root}
+	utilruntime.Must(clientgoscheme.AddToScheme(e.Scheme))
+	utilruntime.Must(agentsv1alpha1.AddToScheme(e.Scheme))
+	e.Environment = &envtest.Environment{
+		CRDDirectoryPaths:     append([]string{filepath.Join(root, "config", "crd", "bases")}, opts.ExtraCRDPaths...),
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}},
+	}
+	cfg, err := e.Environment.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	cfg.QPS, cfg.Burst = 1000, 2000
+	if e.Admin, err = client.NewWithWatch(cfg, client.Options{Scheme: e.Scheme}); err != nil {
+		return nil, errors.Join(fmt.Errorf("creating the admin client: %w", err), e.Environment.Stop())
+	}
+	if err := e.startManager(opts); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	return e, nil
+}
+
+// startManager runs the controller and webhooks the way cmd/manager does.
+func (e *Env) startManager(opts Options) error {
+	managerCfg, err := e.UserConfig(ManagerUser, "system:masters")
+	if err != nil {
+		return err
+	}
+	install := e.Environment.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
+		Scheme:                 e.Scheme,
+		Cache:                  controllers.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    install.LocalServingHost,
+			Port:    install.LocalServingPort,
+			CertDir: install.LocalServingCertDir,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }},
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stopManager, e.managerDone = cancel, make(chan struct{})
+	if err := (&controllers.SandboxSetReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("sandboxset-controller"),
+		Options:  controllers.Options{Workers: 4, PodWriteParallelism: 32, ExpectationTTL: time.Minute},
+	}).SetupWithManager(ctx, mgr); err != nil {
+		close(e.managerDone)
+		return fmt.Errorf("setting up the controller: %w", err)
+	}
+	if err := opts.RegisterWebhooks(mgr); err != nil {
+		close(e.managerDone)
+		return fmt.Errorf("registering the webhooks: %w", err)
+	}
+	go func() {
+		defer close(e.managerDone)
+		e.managerErr = mgr.Start(ctx)
+	}()
+
+	// The webhooks fail closed: no spec may run before they answer.
+	started := mgr.GetWebhookServer().StartedChecker()
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return started(nil) == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the webhook server: %w", errors.Join(err, started(nil)))
+	}
+	return nil
+}
+
+// Stop stops the manager, then the API server. It returns the manager's
+// error too, if it stopped on one.
+func (e *Env) Stop() error {
+	var errs []error
+	if e.stopManager != nil {
+		e.stopManager()
+		<-e.managerDone
+		if e.managerErr != nil {
+			errs = append(errs, fmt.Errorf("manager: %w", e.managerErr))
+		}
+	}
+	if err := e.Environment.Stop(); err != nil {
+		errs = append(errs, fmt.Errorf("stopping envtest: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// UserConfig is a rest.Config for a user the API server authenticates by
+// client certificate, in the given groups.
+func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
+	user, err := e.Environment.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding envtest user %s: %w", name, err)
+	}
+	cfg := user.Config()
+	cfg.QPS, cfg.Burst = 1000, 2000
+	return cfg, nil
+}
+
+// UserClient is a client, straight to the API server, acting as the user.
+func (e *Env) UserClient(name string, groups ...string) (client.WithWatch, error) {
+	cfg, err := e.UserConfig(name, groups...)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewWithWatch(cfg, client.Options{Scheme: e.Scheme})
+}
+
+// Kubeconfig is a kubeconfig file's contents for the user, as a CLI reads it.
+func (e *Env) Kubeconfig(name string, groups ...string) ([]byte, error) {
+	user, err := e.Environment.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("adding envtest user %s: %w", name, err)
+	}
+	return user.KubeConfig()
+}
+
+// BindAgentRole grants the user the example agent Role
+// (config/rbac/agent_role.yaml) in ns, creating the Role if needed: agents
+// in tests hold exactly what the docs tell operators to grant.
+func (e *Env) BindAgentRole(ctx context.Context, ns, user string) error {
+	data, err := os.ReadFile(filepath.Join(e.Root, "config", "rbac", "agent_role.yaml"))
+	if err != nil {
+		return err
+	}
+	role := &rbacv1.Role{}
+	if err := yaml.Unmarshal(data, role); err != nil {
+		return fmt.Errorf("decoding the agent Role: %w", err)
+	}
+	role.Namespace = ns
+	if err := client.IgnoreAlreadyExists(e.Admin.Create(ctx, role)); err != nil {
+		return fmt.Errorf("creating the agent Role: %w", err)
+	}
+	return e.BindRole(ctx, ns, role.Name, user)
+}
+
+// BindRole binds the Role named role in ns to the user.
+func (e *Env) BindRole(ctx context.Context, ns, role, user string) error {
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role + "-" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}
+	if err := e.Admin.Create(ctx, binding); err != nil {
+		return fmt.Errorf("binding Role %s to %s: %w", role, user, err)
+	}
+	return nil
+}
+
+// NewNamespace creates a namespace named after prefix. envtest has no
+// namespace controller, so it is never cleaned up: specs isolate by namespace.
+func (e *Env) NewNamespace(ctx context.Context, prefix string) (string, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix}}
+	if err := e.Admin.Create(ctx, ns); err != nil {
+		return "", fmt.Errorf("creating a namespace: %w", err)
+	}
+	return ns.Name, nil
+}
+
+// repoRoot is the nearest directory above the working directory (a test's
+// package directory) that holds go.mod.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory: run from inside the repository")
+		}
+		dir = parent
+	}
+}
