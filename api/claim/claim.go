@@ -108,7 +108,9 @@ type attempt struct {
 }
 
 // run claims until a claim wins, the pool is still empty when the wait is
-// over, or a call fails for a reason another try would not fix.
+// over, or a call fails for a reason another try would not fix. Each try
+// picks from a fresh list, so tries are spent only on real races, never on
+// sandboxes an earlier list showed but others have since taken.
 func (a *attempt) run(ctx context.Context) (*corev1.Pod, error) {
 	deadline := a.start.Add(a.opts.Wait)
 	for {
@@ -122,25 +124,24 @@ func (a *attempt) run(ctx context.Context) (*corev1.Pod, error) {
 				return a.whenEmpty(ctx)
 			}
 			pod, err := a.waitAvailable(ctx, resourceVersion, remaining)
-			if err != nil {
-				return nil, err
+			if err != nil || pod == nil {
+				if err != nil {
+					return nil, err
+				}
+				continue // the wait ended: look again
 			}
-			if pod != nil {
-				pods = []*corev1.Pod{pod}
-			}
+			pods = []*corev1.Pod{pod}
 		}
-		won, err := a.claimAny(ctx, pods)
-		if errors.Is(err, ErrLostRaces) {
-			// Out of attempts: if the pool has meanwhile drained, say so
-			// (or claim cold) rather than blame the races.
-			if pods, _, listErr := a.available(ctx); listErr == nil && len(pods) == 0 {
-				return a.whenEmpty(ctx)
-			}
+		if a.claims == a.opts.MaxAttempts {
+			return nil, &kindError{kind: ErrLostRaces, msg: fmt.Sprintf(
+				"other agents took each of the %d sandboxes tried in SandboxSet %s/%s; retry, or raise --max-attempts",
+				a.claims, a.namespace, a.sandboxSet)}
 		}
-		if won != nil || err != nil {
-			return won, err
+		a.claims++
+		claimed, err := a.claimPod(ctx, pods[rand.IntN(len(pods))])
+		if err == nil || !lostRace(err) {
+			return claimed, err
 		}
-		// Others took every candidate, or the wait ended: look again.
 	}
 }
 
@@ -175,31 +176,6 @@ func availableLabels(sandboxSet string) client.MatchingLabels {
 // relabels a Pod only after its readiness changes.
 func claimable(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) && agentsv1alpha1.IsPodReady(pod)
-}
-
-// claimAny claims the pods in random order until one claim wins. It returns
-// nil, nil when others won every one.
-func (a *attempt) claimAny(ctx context.Context, pods []*corev1.Pod) (*corev1.Pod, error) {
-	for len(pods) > 0 {
-		if a.claims == a.opts.MaxAttempts {
-			return nil, &kindError{kind: ErrLostRaces, msg: fmt.Sprintf(
-				"other agents took each of the %d sandboxes tried in SandboxSet %s/%s; retry, or raise --max-attempts",
-				a.claims, a.namespace, a.sandboxSet)}
-		}
-		i := rand.IntN(len(pods))
-		pod := pods[i]
-		pods[i] = pods[len(pods)-1]
-		pods = pods[:len(pods)-1]
-		a.claims++
-		claimed, err := a.claimPod(ctx, pod)
-		switch {
-		case err == nil:
-			return claimed, nil
-		case !lostRace(err):
-			return nil, err
-		}
-	}
-	return nil, nil
 }
 
 // claimPod sends the claim: a merge patch of the holder label alone, with
