@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -84,6 +85,12 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	revision := sbs.Spec.Revision()
 	todo := computePlan(p, sbs.Spec.Replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, sbs.Spec.Replicas), revision)
+	if meta.IsStatusConditionTrue(sbs.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure) {
+		// The last pass was refused (quota, admission): probe with one
+		// creation rather than spend the whole batch on refusals. Its Pod's
+		// event wakes the next pass, which goes wide again.
+		todo.create = min(todo.create, 1)
+	}
 	// Relabel first: a Pod that just became Ready is claimable only once its
 	// label says so, and the rollout budget already counts it as available.
 	// Deletions go last, so the pool never dips below what the budget allows.
@@ -164,6 +171,9 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 	}
 	if errp := firstErr.Load(); errp != nil {
 		err := *errp
+		if errors.Is(err, errNamespaceTerminating) {
+			return int(created.Load()), nil
+		}
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "FailedCreate", "Create", "Cannot create sandbox Pods: %v", err)
 		return int(created.Load()), fmt.Errorf("creating sandbox Pods: %w", err)
 	}
@@ -178,6 +188,12 @@ func (r *SandboxSetReconciler) createPod(ctx context.Context, key types.Namespac
 		podOperations.WithLabelValues("create", resultOf(err)).Inc()
 		if err == nil {
 			return nil
+		}
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			// The namespace is going, and the SandboxSet with it: nothing
+			// to refill, nothing to retry.
+			r.expectations.creationFailed(key, pod.Name)
+			return errNamespaceTerminating
 		}
 		r.expectations.creationFailed(key, pod.Name)
 		if !apierrors.IsAlreadyExists(err) || attempt == 2 {
@@ -344,11 +360,16 @@ func ownerReference(sbs *agentsv1alpha1.SandboxSet) *metav1.OwnerReference {
 	return metav1.NewControllerRef(sbs, agentsv1alpha1.GroupVersion.WithKind("SandboxSet"))
 }
 
+// errNamespaceTerminating stops a creation batch in a namespace being deleted.
+var errNamespaceTerminating = errors.New("namespace is terminating")
+
 func resultOf(err error) string {
 	var status apierrors.APIStatus
 	switch {
 	case err == nil:
 		return "success"
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		return string(corev1.NamespaceTerminatingCause)
 	case errors.As(err, &status):
 		return string(status.Status().Reason)
 	default:

@@ -6,9 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -233,6 +235,13 @@ var _ = Describe("SandboxSet warm pool", func() {
 			g.Expect(failure.Message).To(ContainSubstring("exceeded quota"))
 		}, timeout, interval).Should(Succeed())
 		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
+
+		By("backing off: counting refused creations over 5 s")
+		refused := func() float64 { return testutil.ToFloat64(podOperations.WithLabelValues("create", "Forbidden")) }
+		before := refused()
+		time.Sleep(5 * time.Second)
+		GinkgoWriter.Printf("refused creations in 5 s: %v\n", refused()-before)
+		Expect(refused()-before).To(BeNumerically("<=", 4), "a backoff, not a hot loop")
 
 		setPodQuota(ctx, ns, quota, 3)
 		makeReadyWhenCreated(ctx, sbs, 3)

@@ -37,6 +37,9 @@ type options struct {
 	probeAddr     string
 	leaderElect   bool
 	leaseDuration time.Duration
+	renewDeadline time.Duration
+	retryPeriod   time.Duration
+	leaseNS       string
 	qps           float64
 	burst         int
 	controller    controllers.Options
@@ -56,7 +59,10 @@ func main() {
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader, so that only one manager replica runs the controller at a time. Every replica serves webhooks.")
-	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal.")
+	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal: the longest a crashed leader leaves the pool unattended.")
+	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading; less than the lease duration.")
+	flag.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often candidates try to take the lease.")
+	flag.StringVar(&o.leaseNS, "leader-elect-namespace", "", "Namespace of the leader-election Lease; in a cluster, the manager's own. Required out of cluster.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 1000, "Client-side queries per second to the API server; high enough that a 1,000-Pod refill is not throttled.")
 	flag.IntVar(&o.burst, "kube-api-burst", 2000, "Client-side burst of queries to the API server.")
 	flag.IntVar(&o.controller.Workers, "sandboxset-workers", 8, "How many SandboxSets reconcile in parallel.")
@@ -105,7 +111,10 @@ func run(ctx context.Context, o options) error {
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "sandboxset-manager.agents.kruise.io",
+		LeaderElectionNamespace:       o.leaseNS,
 		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		LeaderElectionReleaseOnCancel: true,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    o.webhookHost,

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,10 +142,14 @@ func expectPool(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas, a
 	}, timeout, interval).Should(Succeed())
 }
 
-// managerPID is the manager process test/local/cluster.sh started.
-func managerPID() int {
+// managerPID is manager instance i, as test/local/cluster.sh started it.
+func managerPID(i int) int {
 	GinkgoHelper()
-	data, err := os.ReadFile(filepath.Join(stateDir(), "manager.pid"))
+	name := "manager.pid"
+	if i > 0 {
+		name = fmt.Sprintf("manager-%d.pid", i)
+	}
+	data, err := os.ReadFile(filepath.Join(stateDir(), name))
 	Expect(err).NotTo(HaveOccurred())
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	Expect(err).NotTo(HaveOccurred())

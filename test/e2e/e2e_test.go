@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -158,50 +157,6 @@ var _ = Describe("The warm pool on a real control plane", func() {
 				g.Expect(pod.DeletionTimestamp).To(BeNil())
 			}
 		}, 2*timeout, interval).Should(Succeed())
-	})
-})
-
-var _ = Describe("A manager killed during a refill", Serial, func() {
-	It("converges without over-creation and without losing a claim", func(ctx SpecContext) {
-		ns := newNamespace(ctx)
-		creation, err := podtrack.Count(context.Background(), cfg, ns)
-		Expect(err).NotTo(HaveOccurred())
-		defer creation.Stop()
-		sbs := newSandboxSet(ns, "demo", 200)
-		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
-		expectPool(ctx, sbs, 200, 200)
-
-		By("claiming 100 sandboxes at once")
-		holders := map[string]string{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for i, pod := range podsOf(ctx, Default, sbs)[:100] {
-			wg.Add(1)
-			go func() {
-				defer GinkgoRecover()
-				defer wg.Done()
-				agent := fmt.Sprintf("agent-%d", i)
-				Expect(patchLabel(ctx, &pod, agentsv1alpha1.LabelClaimedBy, agent)).To(Succeed())
-				mu.Lock()
-				holders[pod.Name] = agent
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-
-		By("killing the manager with SIGKILL in the middle of the refill")
-		Eventually(creation.Count, timeout, time.Millisecond).Should(BeNumerically(">", 200))
-		Expect(syscall.Kill(managerPID(), syscall.SIGKILL)).To(Succeed())
-		GinkgoWriter.Printf("killed the manager with %d of 300 Pods created\n", creation.Count())
-		cluster("start-manager")
-
-		expectPool(ctx, sbs, 200, 200)
-		expectCreations(creation, 300)
-		for name, agent := range holders {
-			pod := getPod(ctx, Default, ns, name)
-			Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, agent))
-			Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
-		}
 	})
 })
 

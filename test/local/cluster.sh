@@ -6,7 +6,12 @@
 # config/ like in a cluster (CRD, RBAC, webhook configurations). Every server
 # listens on 127.0.0.1.
 #
-# Usage: cluster.sh up | down | start-manager | stop-manager | env
+# Usage: cluster.sh up | down | start-manager | stop-manager | env | kwokctl <args>
+#
+# start-manager and stop-manager act on manager instance MANAGER_INSTANCE
+# (default 0, the one `up` starts). Instance i uses the metrics and health
+# ports plus 10*i, so several can run at once, e.g. for leader election
+# (LEADER_ELECT=true); only one of them can serve the webhooks.
 #
 # Settings (environment):
 #   CLUSTER_NAME     kwok cluster name (default sandboxset)
@@ -18,6 +23,8 @@
 #   PROBE_PORT       the manager's health port (default 8081)
 #   DISABLE_QPS_LIMITS=true  lift the control plane components' client QPS limits
 #   MANAGER_ARGS     extra manager flags
+#   MANAGER_INSTANCE which manager instance start-/stop-manager act on (default 0)
+#   LEADER_ELECT     run that manager with leader election (default false)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +41,11 @@ state="$cache/local/$CLUSTER_NAME"
 export KWOK_WORKDIR="$cache/kwok"
 bins=$("$repo/test/tools/build.sh" --dir)
 kubeconfig="$state/kubeconfig"
+instance=${MANAGER_INSTANCE:-0}
+suffix=$([ "$instance" = 0 ] && echo "" || echo "-$instance")
+pidfile="$state/manager$suffix.pid"
+logfile="$state/manager$suffix.log"
+probe_port=$((PROBE_PORT + 10 * instance))
 namespace=sandboxset-system
 serviceaccount=sandboxset-controller-manager
 
@@ -82,33 +94,38 @@ start_manager() {
   kubectl config --kubeconfig "$mk" set-context local --cluster local --user manager >/dev/null
   kubectl config --kubeconfig "$mk" use-context local >/dev/null
   # shellcheck disable=SC2086 # MANAGER_ARGS is a list of flags
-  "$state/bin/manager" --kubeconfig "$mk" --leader-elect=false \
+  "$state/bin/manager" --kubeconfig "$mk" \
+    --leader-elect="${LEADER_ELECT:-false}" --leader-elect-namespace "$namespace" \
     --webhook-self-signed --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$state/certs" \
-    --metrics-bind-address "127.0.0.1:$METRICS_PORT" --health-probe-bind-address "127.0.0.1:$PROBE_PORT" \
-    ${MANAGER_ARGS:-} >>"$state/manager.log" 2>&1 &
-  echo $! > "$state/manager.pid"
+    --metrics-bind-address "127.0.0.1:$((METRICS_PORT + 10 * instance))" --health-probe-bind-address "127.0.0.1:$probe_port" \
+    ${MANAGER_ARGS:-} >>"$logfile" 2>&1 &
+  echo $! > "$pidfile"
   for _ in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$PROBE_PORT/readyz" >/dev/null 2>&1; then
-      log "manager is ready (pid $(cat "$state/manager.pid"), log $state/manager.log)"
+    if curl -sf "http://127.0.0.1:$probe_port/readyz" >/dev/null 2>&1; then
+      log "manager $instance is ready (pid $(cat "$pidfile"), log $logfile)"
       return 0
     fi
-    kill -0 "$(cat "$state/manager.pid")" 2>/dev/null || { tail -20 "$state/manager.log" >&2; exit 1; }
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$logfile" >&2; exit 1; }
     sleep 0.1
   done
-  log "manager did not become ready; see $state/manager.log"; exit 1
+  log "manager $instance did not become ready; see $logfile"; exit 1
 }
 
 stop_manager() {
-  [ -f "$state/manager.pid" ] || return 0
-  local pid; pid=$(cat "$state/manager.pid")
+  stop_pid "$pidfile"
+}
+
+stop_pid() {
+  [ -f "$1" ] || return 0
+  local pid; pid=$(cat "$1")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -9 "$pid" 2>/dev/null || true
-  rm -f "$state/manager.pid"
+  rm -f "$1"
 }
 
 down_cluster() {
-  stop_manager
+  for f in "$state"/manager*.pid; do stop_pid "$f"; done
   "$bins/kwokctl" delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
   rm -rf "$state"
 }
@@ -119,5 +136,6 @@ case "${1:-}" in
   start-manager) start_manager ;;
   stop-manager) stop_manager ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
-  *) echo "usage: $0 up | down | start-manager | stop-manager | env" >&2; exit 2 ;;
+  kwokctl) shift; "$bins/kwokctl" "$@" --name "$CLUSTER_NAME" >>"$state/kwokctl.log" 2>&1 ;;
+  *) echo "usage: $0 up | down | start-manager | stop-manager | env | kwokctl <args>" >&2; exit 2 ;;
 esac

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cluster is the benchmark's own local kwok cluster, run by
+// test/local/cluster.sh under a name and ports that clash with neither
+// `make up` nor the e2e suite.
+type cluster struct {
+	repo    string
+	name    string
+	env     []string
+	cache   string // $SANDBOXSET_CACHE or its default
+	started bool   // this run brought it up, so this run takes it down
+}
+
+func newCluster(repo string, p params) *cluster {
+	readyMS := strconv.FormatInt(p.ReadyDelay.Milliseconds(), 10)
+	env := []string{
+		"CLUSTER_NAME=" + p.ClusterName,
+		"NODES=" + strconv.Itoa(p.Nodes),
+		// Equal delay and jitter make the Ready delay fixed, so the floor's
+		// "+ ready delay" term is exact.
+		"READY_DELAY_MS=" + readyMS, "READY_JITTER_MS=" + readyMS,
+		"WEBHOOK_PORT=29443", "METRICS_PORT=28080", "PROBE_PORT=28081",
+		"DISABLE_QPS_LIMITS=" + strconv.FormatBool(p.Profile == profileNoQPS),
+	}
+	cache := os.Getenv("SANDBOXSET_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "sandboxset")
+	}
+	return &cluster{repo: repo, name: p.ClusterName, env: env, cache: cache}
+}
+
+// script runs cluster.sh with the benchmark's settings. Its log goes to our
+// stderr; only `env` has output we read.
+func (c *cluster) script(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.repo, "test", "local", "cluster.sh"), args...)
+	cmd.Env = append(os.Environ(), c.env...)
+	cmd.Dir = c.repo
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	// A cancelled run must still get to `down`: give the script a moment to
+	// stop on SIGINT-like cancellation rather than leave half a cluster.
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("test/local/cluster.sh %s: %w", strings.Join(args, " "), err)
+	}
+	return out.String(), nil
+}
+
+func (c *cluster) up(ctx context.Context) error {
+	c.started = true // even a failed `up` may leave processes for `down`
+	_, err := c.script(ctx, "up")
+	return err
+}
+
+// down removes the cluster. It runs on its own context so that it still
+// works after the run's context was cancelled by a signal or the timeout.
+func (c *cluster) down() error {
+	if !c.started {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := c.script(ctx, "down")
+	return err
+}
+
+// kubeconfig is the admin kubeconfig cluster.sh wrote.
+func (c *cluster) kubeconfig(ctx context.Context) (string, error) {
+	out, err := c.script(ctx, "env")
+	if err != nil {
+		return "", err
+	}
+	path, ok := strings.CutPrefix(strings.TrimSpace(out), "export KUBECONFIG=")
+	if !ok {
+		return "", fmt.Errorf("cluster.sh env printed %q, want export KUBECONFIG=...", out)
+	}
+	return path, nil
+}
+
+// Processes whose cost the benchmark reports.
+const (
+	procManager    = "manager"
+	procKCM        = "kube-controller-manager"
+	procAPIServer  = "kube-apiserver"
+	procEtcd       = "etcd"
+	procScheduler  = "kube-scheduler"
+	procKwok       = "kwok-controller"
+	procManagerPID = "manager.pid"
+)
+
+var components = []string{procManager, procKCM, procAPIServer, procEtcd, procScheduler, procKwok}
+
+// pid reads a component's pid: the manager's from cluster.sh's state
+// directory, the control plane's from kwokctl's cluster directory.
+func (c *cluster) pid(component string) (int, error) {
+	path := filepath.Join(c.cache, "kwok", "clusters", c.name, "pids", component+".pid")
+	if component == procManager {
+		path = filepath.Join(c.cache, "local", c.name, procManagerPID)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading the %s pid: %w", component, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0, fmt.Errorf("parsing the %s pid in %s: %w", component, path, err)
+	}
+	return pid, nil
+}
+
+// pids maps every component to its pid, leaving out those not found.
+func (c *cluster) pids() map[string]int {
+	out := map[string]int{}
+	for _, comp := range components {
+		if pid, err := c.pid(comp); err == nil {
+			out[comp] = pid
+		} else {
+			logf("warning: %v; its cost is not reported", err)
+		}
+	}
+	return out
+}
+
+// scaleNodes changes the number of simulated nodes, for -rss10k, which needs
+// more than the default 40 × 110 Pods of room.
+func (c *cluster) scaleNodes(ctx context.Context, nodes int) error {
+	out, err := exec.CommandContext(ctx, filepath.Join(c.repo, "test", "tools", "build.sh"), "--dir").Output()
+	if err != nil {
+		return fmt.Errorf("finding the kwokctl binary: %w", err)
+	}
+	kwokctl := filepath.Join(strings.TrimSpace(string(out)), "kwokctl")
+	cmd := exec.CommandContext(ctx, kwokctl, "scale", "node", "--name", c.name, "--replicas", strconv.Itoa(nodes))
+	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+filepath.Join(c.cache, "kwok"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("kwokctl scale node --replicas %d: %w: %s", nodes, err, b)
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+// Command bench measures the SandboxSet warm pool side by side with the
+// warm pool people build by hand today, a plain ReplicaSet whose Pods are
+// claimed by relabelling them out of its selector. It brings up its own
+// local kwok cluster (test/local/cluster.sh), runs both systems through the
+// same scenarios (scale-up, burst, sustained claims, template change), puts
+// every time next to this cluster's floor (a raw loop against the API
+// server), prints a table per scenario and writes every number as JSON.
+//
+// It is a benchmark, not a test: it fails only when it cannot measure,
+// never on speed. Correctness (no double claim, no over-creation) is
+// reported here and asserted in the e2e suite.
+//
+//	go run ./test/bench -quick     # a small run for development
+//	make bench BENCH_FLAGS='-profile noqps'
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+const (
+	profileDefault = "default" // the control plane components' own client QPS limits
+	profileNoQPS   = "noqps"   // kwokctl --disable-qps-limits
+)
+
+// params are the run's knobs, recorded with its results.
+type params struct {
+	N                 int           `json:"n"`
+	Agents            int           `json:"agents"`
+	Rate              float64       `json:"sustainedRatePerSecond"`
+	Duration          time.Duration `json:"sustainedDurationNanoseconds"`
+	TemplateRate      float64       `json:"templateChangeRatePerSecond"`
+	Repeat            int           `json:"repeat"`
+	ReadyDelay        time.Duration `json:"readyDelayNanoseconds"`
+	Nodes             int           `json:"nodes"`
+	Profile           string        `json:"profile"`
+	CreateParallelism int           `json:"createParallelism"`
+	ClusterName       string        `json:"clusterName"`
+	Scenarios         string        `json:"scenarios"`
+	Timeout           time.Duration `json:"timeoutNanoseconds"`
+	WaitTimeout       time.Duration `json:"waitTimeoutNanoseconds"`
+	RSS10k            bool          `json:"rss10k"`
+	RSSTimeout        time.Duration `json:"rss10kTimeoutNanoseconds"`
+	Quick             bool          `json:"quick"`
+	Long              bool          `json:"long"`
+	Out               string        `json:"-"`
+	ReuseCluster      bool          `json:"reuseCluster"`
+	KeepCluster       bool          `json:"-"`
+}
+
+func parseFlags(args []string) (params, error) {
+	var p params
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.IntVar(&p.N, "n", 100, "pool size N: Pods per pool, claims per burst, Pods per floor loop")
+	fs.IntVar(&p.Agents, "agents", 100, "concurrent agents A in the burst, and concurrent patches in the floor")
+	fs.Float64Var(&p.Rate, "rate", 50, "sustained scenario: claims per second, open loop")
+	fs.DurationVar(&p.Duration, "duration", 20*time.Second, "sustained scenario: how long claims arrive")
+	fs.Float64Var(&p.TemplateRate, "template-rate", 10, "template change scenario: claims per second during the rollout")
+	fs.IntVar(&p.Repeat, "repeat", 3, "repetitions of every scenario; tables show the median and the range")
+	fs.DurationVar(&p.ReadyDelay, "ready-delay", time.Second, "how long after binding a Pod turns Ready (kwok), like a container start")
+	fs.IntVar(&p.Nodes, "nodes", 40, "simulated nodes")
+	fs.StringVar(&p.Profile, "profile", profileDefault, "control plane profile: default (components' own client QPS limits) or noqps (kwokctl --disable-qps-limits)")
+	fs.IntVar(&p.CreateParallelism, "create-parallelism", 64, "the floor's raw loop: creations in flight")
+	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
+	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
+	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
+	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
+	fs.BoolVar(&p.RSS10k, "rss10k", false, "also fill pools totalling 10,000 Pods and report the manager's memory (slow)")
+	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
+	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
+	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
+	fs.StringVar(&p.Out, "out", "bench-results.json", "where to write the JSON results")
+	fs.BoolVar(&p.ReuseCluster, "reuse-cluster", false, "use the cluster left by -keep-cluster instead of bringing one up (its profile and ready delay are what they were)")
+	fs.BoolVar(&p.KeepCluster, "keep-cluster", false, "leave the cluster up at the end")
+	if err := fs.Parse(args); err != nil {
+		return p, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// A mode sets what the user did not set explicitly.
+	def := func(name string, apply func()) {
+		if !set[name] {
+			apply()
+		}
+	}
+	switch {
+	case p.Quick && p.Long:
+		return p, errors.New("-quick and -long contradict each other")
+	case p.Quick:
+		def("n", func() { p.N = 20 })
+		def("agents", func() { p.Agents = 20 })
+		def("rate", func() { p.Rate = 10 })
+		def("duration", func() { p.Duration = 5 * time.Second })
+		def("repeat", func() { p.Repeat = 1 })
+		def("wait-timeout", func() { p.WaitTimeout = 2 * time.Minute })
+		def("timeout", func() { p.Timeout = 10 * time.Minute })
+	case p.Long:
+		def("n", func() { p.N = 1000 })
+		def("wait-timeout", func() { p.WaitTimeout = 10 * time.Minute })
+		def("timeout", func() { p.Timeout = 90 * time.Minute })
+	}
+	switch {
+	case p.Profile != profileDefault && p.Profile != profileNoQPS:
+		return p, fmt.Errorf("-profile %q: want %s or %s", p.Profile, profileDefault, profileNoQPS)
+	case p.N < 1 || p.Agents < 1 || p.Repeat < 1 || p.CreateParallelism < 1:
+		return p, errors.New("-n, -agents, -repeat and -create-parallelism must be at least 1")
+	case p.Rate <= 0 || p.TemplateRate <= 0 || p.Duration <= 0:
+		return p, errors.New("-rate, -template-rate and -duration must be positive")
+	case p.ReadyDelay < 0:
+		return p, errors.New("-ready-delay must not be negative")
+	}
+	return p, nil
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func main() {
+	p, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if err := run(p); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run brings up the cluster, measures, reports, and takes the cluster down
+// whatever happens: on success, on error, on SIGINT/SIGTERM or timeout.
+func run(p params) (err error) {
+	repo, err := findRepo()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
+	defer cancel()
+
+	res := &results{StartedAt: time.Now(), Command: os.Args, Params: p, Machine: describeMachine(p), Git: describeGit(repo)}
+	cl := newCluster(repo, p)
+	if !p.ReuseCluster {
+		if !p.KeepCluster {
+			defer func() {
+				logf("taking the cluster down")
+				if derr := cl.down(); derr != nil {
+					err = errors.Join(err, derr)
+				}
+			}()
+		}
+		logf("bringing up cluster %s (%d nodes, profile %s, Ready %s after binding)", p.ClusterName, p.Nodes, p.Profile, p.ReadyDelay)
+		if err := cl.up(ctx); err != nil {
+			return err
+		}
+	}
+	b, err := connect(ctx, cl, p, res)
+	if err != nil {
+		return err
+	}
+	measureErr := b.measureAll(ctx)
+	if measureErr != nil {
+		res.Errors = append(res.Errors, measureErr.Error())
+	}
+	res.FinishedAt = time.Now()
+	res.summarize()
+	res.printTables(os.Stdout)
+	out, _ := filepath.Abs(p.Out)
+	if err := res.writeJSON(out); err != nil {
+		return errors.Join(measureErr, err)
+	}
+	logf("results written to %s", out)
+	return measureErr
+}
+
+// findRepo walks up from the working directory to the module root, where
+// test/local/cluster.sh is.
+func findRepo() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the repository: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "test", "local", "cluster.sh")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the repository: test/local/cluster.sh not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// connect builds the clients and both systems' pools.
+func connect(ctx context.Context, cl *cluster, p params, res *results) (*bench, error) {
+	kubeconfig, err := cl.kubeconfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", kubeconfig, err)
+	}
+	// Agents are many processes in real life; one unthrottled client here,
+	// so client-go's limiter never shapes the figures.
+	cfg.QPS, cfg.Burst = 5000, 10000
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(agentsv1alpha1.AddToScheme(scheme))
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a clientset: %w", err)
+	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating a client: %w", err)
+	}
+	e := &env{cfg: cfg, cs: cs, c: c, p: p}
+	b := &bench{env: e, cl: cl, pids: cl.pids(), res: res}
+	res.PIDs = b.pids
+	if b.sbs, err = newSandboxSetSystem(ctx, e); err != nil {
+		return nil, err
+	}
+	if b.rs, err = newReplicaSetSystem(ctx, e); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// measureAll runs the selected scenarios in an order that needs the least
+// setup between them: the floor on an idle cluster first, scale-up from
+// zero, then the scenarios that start from a full pool.
+func (b *bench) measureAll(ctx context.Context) error {
+	defer b.close()
+	want := map[string]bool{}
+	for _, s := range strings.Split(b.p.Scenarios, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	if want["floor"] {
+		if err := b.measureFloor(ctx); err != nil {
+			return err
+		}
+	}
+	for _, sc := range b.scenarios() {
+		if !want[sc.key] {
+			continue
+		}
+		if err := b.runScenario(ctx, sc); err != nil {
+			return fmt.Errorf("scenario %s: %w", sc.key, err)
+		}
+	}
+	if b.p.RSS10k {
+		logf("rss10k: filling pools totalling 10,000 Pods")
+		b.res.RSS10k = &runs{}
+		m, err := b.rss10k(ctx)
+		if m != nil {
+			b.res.RSS10k.Runs = append(b.res.RSS10k.Runs, m)
+		}
+		if err != nil {
+			b.res.RSS10k.addError(err)
+		}
+	}
+	if b.p.KeepCluster || b.p.ReuseCluster {
+		b.cleanup()
+	}
+	return ctx.Err()
+}
+
+func (b *bench) measureFloor(ctx context.Context) error {
+	if err := b.setupFloor(ctx); err != nil {
+		return err
+	}
+	b.res.Floor = &runs{}
+	for rep := range b.p.Repeat {
+		logf("floor: run %d of %d", rep+1, b.p.Repeat)
+		cost := startCost(b.pids)
+		m, err := b.floor(ctx, rep)
+		if m == nil {
+			m = metrics{}
+		}
+		cost.stop(m)
+		controllerCost(m, procKCM)
+		b.res.Floor.Runs = append(b.res.Floor.Runs, m)
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			b.res.Floor.addError(fmt.Errorf("run %d: %w", rep+1, err))
+		}
+	}
+	return nil
+}
+
+func (b *bench) close() {
+	for _, s := range []system{b.sbs, b.rs} {
+		if s != nil {
+			s.close()
+		}
+	}
+	if b.floorT != nil {
+		b.floorT.close()
+	}
+}
+
+// cleanup deletes the run's namespaces from a cluster that stays up, so
+// the next run against it starts clean. It does not wait.
+func (b *bench) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ns := range []string{b.sbs.namespace(), b.rs.namespace(), b.floorNS, b.rssNS} {
+		if ns == "" {
+			continue
+		}
+		if err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+			logf("warning: deleting namespace %s: %v", ns, err)
+		}
+	}
+}

@@ -1,0 +1,493 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// results is everything a run measured, written as JSON.
+type results struct {
+	StartedAt  time.Time         `json:"startedAt"`
+	FinishedAt time.Time         `json:"finishedAt"`
+	Command    []string          `json:"command"`
+	Machine    machine           `json:"machine"`
+	Git        gitInfo           `json:"git"`
+	Params     params            `json:"params"`
+	PIDs       map[string]int    `json:"pids,omitempty"`
+	Floor      *runs             `json:"floor,omitempty"`
+	Scenarios  []*scenarioResult `json:"scenarios"`
+	RSS10k     *runs             `json:"rss10k,omitempty"`
+	Errors     []string          `json:"errors,omitempty"`
+	byKey      map[string]*scenarioResult
+}
+
+type scenarioResult struct {
+	Key     string           `json:"key"`
+	Title   string           `json:"title"`
+	Systems map[string]*runs `json:"systems"`
+}
+
+// runs are one system's repetitions of one scenario.
+type runs struct {
+	Runs    []metrics         `json:"runs"`
+	Summary map[string]spread `json:"summary,omitempty"`
+	Notes   []string          `json:"notes,omitempty"`
+	Errors  []string          `json:"errors,omitempty"`
+}
+
+func (r *runs) addNote(s string) {
+	for _, n := range r.Notes {
+		if n == s {
+			return
+		}
+	}
+	r.Notes = append(r.Notes, s)
+}
+
+func (r *runs) addError(err error) {
+	logf("error: %v", err)
+	r.Errors = append(r.Errors, err.Error())
+}
+
+func (r *results) scenario(key, title string) *scenarioResult {
+	if r.byKey == nil {
+		r.byKey = map[string]*scenarioResult{}
+	}
+	if s, ok := r.byKey[key]; ok {
+		return s
+	}
+	s := &scenarioResult{Key: key, Title: title, Systems: map[string]*runs{}}
+	r.byKey[key] = s
+	r.Scenarios = append(r.Scenarios, s)
+	return s
+}
+
+func (s *scenarioResult) system(name string) *runs {
+	if r, ok := s.Systems[name]; ok {
+		return r
+	}
+	r := &runs{}
+	s.Systems[name] = r
+	return r
+}
+
+// summarize fills every summary from the runs.
+func (r *results) summarize() {
+	all := []*runs{r.Floor, r.RSS10k}
+	for _, s := range r.Scenarios {
+		for _, sys := range s.Systems {
+			all = append(all, sys)
+		}
+	}
+	for _, x := range all {
+		if x != nil {
+			x.Summary = summarizeRuns(x.Runs)
+		}
+	}
+}
+
+// MarshalJSON leaves out what was not measured (NaN), which JSON cannot hold.
+func (m metrics) MarshalJSON() ([]byte, error) {
+	clean := make(map[string]float64, len(m))
+	for k, v := range m {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			clean[k] = v
+		}
+	}
+	return json.Marshal(clean)
+}
+
+// MarshalJSON writes an unmeasured spread as nulls.
+func (s spread) MarshalJSON() ([]byte, error) {
+	num := func(x float64) any {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil
+		}
+		return x
+	}
+	return json.Marshal(map[string]any{"median": num(s.Median), "min": num(s.Min), "max": num(s.Max), "n": s.N})
+}
+
+func (r *results) writeJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the results: %w", err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing the results: %w", err)
+	}
+	return nil
+}
+
+// --- the machine -----------------------------------------------------------
+
+type machine struct {
+	CPUs        int     `json:"cpus"`
+	CPUModel    string  `json:"cpuModel"`
+	MemTotalMiB int64   `json:"memTotalMiB"`
+	Kernel      string  `json:"kernel"`
+	GoVersion   string  `json:"goVersion"`
+	LoadAvg     string  `json:"loadAvgAtStart"`
+	Hostname    string  `json:"hostname"`
+	ReadyDelayS float64 `json:"readyDelaySeconds"`
+}
+
+func describeMachine(p params) machine {
+	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), ReadyDelayS: p.ReadyDelay.Seconds()}
+	m.CPUModel = procField("/proc/cpuinfo", "model name")
+	if kib, err := fmt.Sscanf(procField("/proc/meminfo", "MemTotal"), "%d kB", &m.MemTotalMiB); err == nil && kib == 1 {
+		m.MemTotalMiB /= 1024
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	m.Hostname, _ = os.Hostname()
+	return m
+}
+
+// procField returns the first "key: value" value in a /proc file.
+func procField(path, key string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+type gitInfo struct {
+	Commit string `json:"commit"`
+	// Dirty lists the changed files: the manager is built from the working
+	// tree, so its figures belong to that tree, not to the commit.
+	Dirty []string `json:"dirty,omitempty"`
+}
+
+func describeGit(repo string) gitInfo {
+	var g gitInfo
+	if out, err := exec.Command("git", "-C", repo, "rev-parse", "HEAD").Output(); err == nil {
+		g.Commit = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "-C", repo, "status", "--porcelain").Output(); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l != "" {
+				g.Dirty = append(g.Dirty, strings.TrimSpace(l))
+			}
+		}
+	}
+	return g
+}
+
+// --- tables ----------------------------------------------------------------
+
+// row is one line of a scenario's table. A row with a floor gets a second
+// line comparing each system with that floor.
+type row struct {
+	key, label, unit string
+	floorKey         string // the floor metric compared with, if any
+	floorDiff        bool   // compare by difference (what is added), not ratio
+}
+
+var costRows = []row{
+	{key: "ctrl_cpu_s", label: "controller CPU", unit: "s"},
+	{key: "ctrl_peak_rss_mib", label: "controller peak RSS", unit: "MiB"},
+	{key: "ctrl_rss_mib", label: "controller RSS after", unit: "MiB"},
+	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
+}
+
+var correctnessRows = []row{
+	{key: "created", label: "Pods created", unit: "n"},
+	{key: "over_created", label: "over-creation (created − needed)", unit: "n"},
+	{key: "double_claims", label: "double claims", unit: "n"},
+}
+
+func claimRows(floor string) []row {
+	return []row{
+		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: floor + "_p50_ms"},
+		{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"},
+		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: floor + "_p99_ms"},
+	}
+}
+
+func tableRows(key string) []row {
+	refillFloors := func(k, label string) []row {
+		return []row{
+			{key: k, label: label, unit: "s", floorKey: "ready_all_s"},
+			{key: k, label: label, unit: "s", floorKey: "floor_formula_s"},
+		}
+	}
+	var rows []row
+	switch key {
+	case "scaleup":
+		rows = refillFloors("time_to_n_s", "time to N available")
+	case "patch":
+		rows = []row{
+			{key: "touch_p50_ms", label: "other-label write on a warm Pod p50", unit: "ms", floorKey: "patch_serial_p50_ms"},
+			{key: "touch_p50_ms", label: "other-label write on a warm Pod p50", unit: "ms", floorKey: "patch_serial_p50_ms", floorDiff: true},
+			{key: "touch_p99_ms", label: "other-label write on a warm Pod p99", unit: "ms", floorKey: "patch_serial_p99_ms"},
+			{key: "patch_p50_ms", label: "claim write p50", unit: "ms", floorKey: "patch_serial_p50_ms"},
+			{key: "patch_p50_ms", label: "claim write p50", unit: "ms", floorKey: "patch_serial_p50_ms", floorDiff: true},
+			{key: "patch_p99_ms", label: "claim write p99", unit: "ms", floorKey: "patch_serial_p99_ms"},
+			{key: "patch_failed", label: "claim writes refused", unit: "n"},
+		}
+		return append(rows, costRows...)
+	case "burst":
+		rows = append(claimRows("patch_concurrent"),
+			row{key: "claims_per_s", label: "claims per second", unit: "/s"},
+			row{key: "claims_ok", label: "claims won", unit: "n"},
+			row{key: "writes_per_claim", label: "claim writes per claim won (races)", unit: "x"},
+			row{key: "claims_lost", label: "claims that lost every race", unit: "n"})
+		rows = append(rows, refillFloors("refill_s", "refill to N available")...)
+		rows = append(rows, row{key: "lowest_available", label: "lowest available", unit: "n"})
+	case "sustained":
+		rows = append(claimRows("patch_serial"),
+			row{key: "warm_fraction", label: "served warm", unit: "%"},
+			row{key: "claims", label: "claims sent", unit: "n"},
+			row{key: "claims_empty", label: "found the pool empty", unit: "n"},
+			row{key: "claims_lost", label: "lost every race", unit: "n"},
+			row{key: "lowest_available", label: "lowest available", unit: "n"},
+			row{key: "recovery_s", label: "full again after the last arrival", unit: "s"})
+	case "template":
+		rows = []row{
+			{key: "rolled_s", label: "time until all N at the new revision, under load", unit: "s"},
+			{key: "converge_s", label: "… and all N available (load stopped when rolled)", unit: "s"},
+			{key: "warm_fraction", label: "claims served warm meanwhile", unit: "%"},
+			{key: "claims", label: "claims sent", unit: "n"},
+			{key: "claim_p50_ms", label: "claim latency p50", unit: "ms"},
+			{key: "claim_p99_ms", label: "claim latency p99", unit: "ms"},
+			{key: "lowest_available", label: "lowest available", unit: "n"},
+			{key: "created_old_revision", label: "Pods created at the old revision after the change", unit: "n"},
+		}
+	}
+	rows = append(rows, correctnessRows...)
+	return append(rows, costRows...)
+}
+
+var floorRows = []row{
+	{key: "create_s", label: "create N Pods (parallel)", unit: "s"},
+	{key: "create_per_s", label: "create throughput", unit: "/s"},
+	{key: "ready_all_s", label: "all N Ready (floor, measured)", unit: "s"},
+	{key: "floor_formula_s", label: "N ÷ throughput + ready delay (floor, formula)", unit: "s"},
+	{key: "patch_serial_p50_ms", label: "label patch, serial, p50", unit: "ms"},
+	{key: "patch_serial_p99_ms", label: "label patch, serial, p99", unit: "ms"},
+	{key: "patch_concurrent_p50_ms", label: "label patch, A at once, p50", unit: "ms"},
+	{key: "patch_concurrent_p99_ms", label: "label patch, A at once, p99", unit: "ms"},
+	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
+}
+
+var rssRows = []row{
+	{key: "pool_pods", label: "pool Pods", unit: "n"},
+	{key: "available", label: "available at the end", unit: "n"},
+	{key: "time_to_all_s", label: "time to all available", unit: "s"},
+	{key: "ctrl_rss_mib", label: "manager RSS", unit: "MiB"},
+	{key: "ctrl_peak_rss_mib", label: "manager peak RSS", unit: "MiB"},
+	{key: "ctrl_cpu_s", label: "manager CPU", unit: "s"},
+	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
+}
+
+// fmtValue formats one number in its unit.
+func fmtValue(v float64, unit string) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	switch unit {
+	case "%":
+		return fmt.Sprintf("%.0f%%", 100*v)
+	case "n":
+		return fmt.Sprintf("%.0f", v)
+	case "ms":
+		if v >= 100 {
+			return fmt.Sprintf("%.0f", v)
+		}
+		return fmt.Sprintf("%.1f", v)
+	case "MiB", "/s":
+		return fmt.Sprintf("%.0f", v)
+	case "x":
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// fmtSpread is "median (min–max)", or the median alone when the runs agree
+// or there was one.
+func fmtSpread(s spread, unit string) string {
+	med := fmtValue(s.Median, unit)
+	if s.N < 2 {
+		return med
+	}
+	lo, hi := fmtValue(s.Min, unit), fmtValue(s.Max, unit)
+	if lo == hi {
+		return med
+	}
+	return fmt.Sprintf("%s (%s–%s)", med, lo, hi)
+}
+
+func fmtRatio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func fmtDiff(a, b float64, unit string) string {
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return "–"
+	}
+	return fmt.Sprintf("%+.1f %s", a-b, unit)
+}
+
+func unitSuffix(unit string) string {
+	switch unit {
+	case "n", "%", "x":
+		return ""
+	case "/s":
+		return " (/s)"
+	}
+	return " (" + unit + ")"
+}
+
+// printTables writes the human report: parameters, the floor, one table
+// per scenario with metric | sandboxset | replicaset | ratio.
+func (r *results) printTables(w io.Writer) {
+	p := r.Params
+	fmt.Fprintf(w, "\nSandboxSet vs ReplicaSet warm pool — %s\n", r.StartedAt.Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d CPUs, %s, %d MiB, Linux %s, %s, load at start %s\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotalMiB, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAvg)
+	fmt.Fprintf(w, "cluster: kwok, %d nodes, profile %s, Pods Ready %s after binding\n", p.Nodes, p.Profile, p.ReadyDelay)
+	fmt.Fprintf(w, "N=%d  agents A=%d  sustained %g/s for %s  template-change load %g/s  repeat %d (median (min–max))\n",
+		p.N, p.Agents, p.Rate, p.Duration, p.TemplateRate, p.Repeat)
+
+	floor := map[string]spread{}
+	if r.Floor != nil {
+		floor = r.Floor.Summary
+		fmt.Fprintf(w, "\n== The floor: a raw loop straight against the API server (N=%d, %d creates in parallel, A=%d) ==\n", p.N, p.CreateParallelism, p.Agents)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "metric\tvalue\t")
+		for _, row := range floorRows {
+			fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(floor[row.key], row.unit))
+		}
+		_ = tw.Flush()
+		printIssues(w, "floor", r.Floor)
+	}
+	for _, s := range r.Scenarios {
+		fmt.Fprintf(w, "\n== %s ==\n", s.Title)
+		r.printScenario(w, s, floor)
+	}
+	if r.RSS10k != nil {
+		fmt.Fprintln(w, "\n== Manager memory with 10,000 pool Pods ==")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "metric\tvalue\t")
+		for _, row := range rssRows {
+			fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(r.RSS10k.Summary[row.key], row.unit))
+		}
+		_ = tw.Flush()
+		printIssues(w, "rss10k", r.RSS10k)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+func (r *results) printScenario(w io.Writer, s *scenarioResult, floor map[string]spread) {
+	sbs, rs := s.Systems[sysSandboxSet], s.Systems[sysReplicaSet]
+	sum := func(x *runs, key string) spread {
+		if x == nil || x.Summary == nil {
+			return spread{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+		}
+		if v, ok := x.Summary[key]; ok {
+			return v
+		}
+		return spread{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "metric\tsandboxset\treplicaset\tsbs/rs\t")
+	for _, row := range tableRows(s.Key) {
+		a, b := sum(sbs, row.key), sum(rs, row.key)
+		if math.IsNaN(a.Median) && math.IsNaN(b.Median) {
+			continue // not a figure of this scenario
+		}
+		if row.floorKey == "" {
+			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t\n", row.label, unitSuffix(row.unit),
+				fmtSpread(a, row.unit), fmtSpread(b, row.unit), fmtRatio(a.Median, b.Median))
+			continue
+		}
+		f, ok := floor[row.floorKey]
+		if !ok {
+			continue
+		}
+		floorName := floorLabelOf(row.floorKey)
+		if row.floorDiff {
+			fmt.Fprintf(tw, "  − floor %s = %s\t%s\t%s\t\t\n", floorName, fmtValue(f.Median, row.unit),
+				fmtDiff(a.Median, f.Median, row.unit), fmtDiff(b.Median, f.Median, row.unit))
+			continue
+		}
+		// The plain row once, then its comparison with each floor.
+		if !rowPrinted(s.Key, row) {
+			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t\n", row.label, unitSuffix(row.unit),
+				fmtSpread(a, row.unit), fmtSpread(b, row.unit), fmtRatio(a.Median, b.Median))
+		}
+		fmt.Fprintf(tw, "  ÷ floor %s = %s\t%s\t%s\t\t\n", floorName, fmtValue(f.Median, row.unit),
+			fmtRatio(a.Median, f.Median), fmtRatio(b.Median, f.Median))
+	}
+	_ = tw.Flush()
+	printIssues(w, sysSandboxSet, sbs)
+	printIssues(w, sysReplicaSet, rs)
+}
+
+// rowPrinted says whether an earlier row of the table has the same metric,
+// so a metric compared with two floors prints its values once.
+func rowPrinted(key string, r row) bool {
+	for _, prev := range tableRows(key) {
+		if prev == r {
+			return false
+		}
+		if prev.key == r.key && prev.floorKey != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func floorLabelOf(key string) string {
+	switch {
+	case key == "ready_all_s":
+		return "(raw loop, all Ready)"
+	case key == "floor_formula_s":
+		return "(N ÷ create rate + ready delay)"
+	case strings.HasPrefix(key, "patch_serial"):
+		return "(serial label patch)"
+	case strings.HasPrefix(key, "patch_concurrent"):
+		return "(A label patches at once)"
+	}
+	return key
+}
+
+func printIssues(w io.Writer, who string, x *runs) {
+	if x == nil {
+		return
+	}
+	for _, n := range x.Notes {
+		fmt.Fprintf(w, "  note (%s): %s\n", who, n)
+	}
+	for _, e := range x.Errors {
+		fmt.Fprintf(w, "  ERROR (%s): %s\n", who, e)
+	}
+}

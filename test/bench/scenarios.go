@@ -1,0 +1,693 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// quietFor is how long a pool's Pods must go unchanged before a run's
+// creations are counted, so that a late extra creation is not missed.
+const quietFor = time.Second
+
+// bench is one benchmark run against one cluster.
+type bench struct {
+	*env
+	cl      *cluster
+	pids    map[string]int
+	sbs     *sandboxSetSystem
+	rs      *replicaSetSystem
+	res     *results
+	floorNS string
+	floorT  *tracker
+	rssNS   string
+}
+
+// scenario is measured the same way for every system: prepare (not
+// measured), then measure, with the control plane's cost taken over
+// measure alone.
+type scenario struct {
+	key, title string
+	// only names the one system the scenario applies to; the other gets
+	// skipNote instead of figures.
+	only, skipNote string
+	prepare        func(ctx context.Context, sys system) error
+	measure        func(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error)
+}
+
+// order alternates which system goes first, so that neither always runs on
+// a cluster warmed (or tired) by the other.
+func (b *bench) order(rep int) []system {
+	if rep%2 == 0 {
+		return []system{b.sbs, b.rs}
+	}
+	return []system{b.rs, b.sbs}
+}
+
+// runScenario repeats sc for every system. A failed run is recorded and the
+// benchmark goes on; only a cancelled context stops it.
+func (b *bench) runScenario(ctx context.Context, sc scenario) error {
+	out := b.res.scenario(sc.key, sc.title)
+	for rep := range b.p.Repeat {
+		for _, sys := range b.order(rep) {
+			runs := out.system(sys.name())
+			if sc.only != "" && sys.name() != sc.only {
+				runs.addNote(sc.skipNote)
+				continue
+			}
+			logf("%s: %s, run %d of %d", sc.key, sys.name(), rep+1, b.p.Repeat)
+			note := func(format string, args ...any) {
+				msg := fmt.Sprintf("run %d: ", rep+1) + fmt.Sprintf(format, args...)
+				logf("%s: %s: %s", sc.key, sys.name(), msg)
+				runs.addNote(msg)
+			}
+			if err := sc.prepare(ctx, sys); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				runs.addError(fmt.Errorf("run %d: preparing: %w", rep+1, err))
+				continue
+			}
+			cost := startCost(b.pids)
+			m, err := sc.measure(ctx, sys, rep, note)
+			if m == nil {
+				m = metrics{}
+			}
+			cost.stop(m)
+			controllerCost(m, sys.controller())
+			runs.Runs = append(runs.Runs, m)
+			if err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				runs.addError(fmt.Errorf("run %d: %w", rep+1, err))
+			}
+		}
+	}
+	return nil
+}
+
+// controllerCost names the cost of the process that keeps this system's
+// pool full alike for both systems, so they share table rows.
+func controllerCost(m metrics, ctrl string) {
+	for _, k := range []string{"cpu_s", "peak_rss_mib", "rss_mib"} {
+		if v, ok := m[k+"."+ctrl]; ok {
+			m["ctrl_"+k] = v
+		}
+	}
+	if v, ok := m["cpu_s."+procAPIServer]; ok {
+		m["apiserver_cpu_s"] = v
+	}
+}
+
+// ensureFull releases every held Pod and waits for a full, settled pool.
+func (b *bench) ensureFull(ctx context.Context, sys system) error {
+	if err := sys.deleteClaimed(ctx); err != nil {
+		return err
+	}
+	if err := sys.scale(ctx, b.p.N); err != nil {
+		return err
+	}
+	n := b.p.N
+	return sys.tracker().waitFor(ctx, b.p.WaitTimeout, fmt.Sprintf("a full pool of %d and no held Pods", n), func(c counts) bool {
+		return c.available == n && c.pool() == n && c.claimed == 0 && c.terminating == 0
+	})
+}
+
+// ensureEmpty scales the pool to zero and waits until its last Pod is gone.
+func (b *bench) ensureEmpty(ctx context.Context, sys system) error {
+	if err := sys.deleteClaimed(ctx); err != nil {
+		return err
+	}
+	if err := sys.scale(ctx, 0); err != nil {
+		return err
+	}
+	return sys.tracker().waitFor(ctx, b.p.WaitTimeout, "no Pods", func(c counts) bool { return c.total() == 0 })
+}
+
+// settle waits until the pool has not changed for quietFor and returns how
+// many Pods were created since created0.
+func settle(ctx context.Context, sys system, created0 int, timeout time.Duration) (int, error) {
+	err := sys.tracker().waitQuiet(ctx, quietFor, timeout)
+	return sys.creations().Count() - created0, err
+}
+
+// --- scenarios -------------------------------------------------------------
+
+func (b *bench) scenarios() []scenario {
+	return []scenario{
+		{key: "scaleup", title: "Scale-up 0 → N",
+			prepare: b.ensureEmpty, measure: b.scaleUp},
+		{key: "patch", title: "The claim's write alone, serial (what the webhook adds)",
+			prepare: b.ensureFull, measure: b.patchSerial},
+		{key: "burst", title: "Burst: N claims at once by A agents on a full pool",
+			prepare: b.ensureFull, measure: b.burst},
+		{key: "sustained", title: "Sustained: open-loop claims at R/s for T",
+			prepare: b.ensureFull, measure: b.sustained},
+		{key: "template", title: "Template change under a steady claim load",
+			only: sysSandboxSet, prepare: b.ensureFull, measure: b.templateChange,
+			skipNote: "does not roll: a ReplicaSet never replaces its Pods when its template changes (a Deployment does, through a second ReplicaSet); nothing to measure"},
+	}
+}
+
+func (b *bench) scaleUp(ctx context.Context, sys system, _ int, _ func(string, ...any)) (metrics, error) {
+	t, n := sys.tracker(), b.p.N
+	created0 := sys.creations().Count()
+	t.setTarget(n)
+	start := time.Now()
+	if err := sys.scale(ctx, n); err != nil {
+		return nil, err
+	}
+	m := metrics{}
+	if err := t.waitFor(ctx, b.p.WaitTimeout, fmt.Sprintf("%d available", n), func(c counts) bool { return c.available >= n }); err != nil {
+		return m, err
+	}
+	m["time_to_n_s"] = t.fullSince().Sub(start).Seconds()
+	created, err := settle(ctx, sys, created0, b.p.WaitTimeout)
+	m["created"], m["over_created"] = float64(created), float64(created-n)
+	return m, err
+}
+
+// patchSerial writes to every warm Pod one at a time: first a label that
+// claims nothing (the admission path alone, no refill), then the claim
+// itself (which the controller answers with a replacement).
+func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+	names := sys.tracker().availableNames()
+	m := metrics{}
+	timed := func(prefix string, write func(pod string, i int) error) {
+		var lat []time.Duration
+		failed := 0
+		for i, pod := range names {
+			start := time.Now()
+			if err := write(pod, i); err != nil {
+				if failed == 0 {
+					note("first failed %s: %v", prefix, err)
+				}
+				failed++
+				continue
+			}
+			lat = append(lat, time.Since(start))
+		}
+		m[prefix+"_failed"] = float64(failed)
+		latencyMetrics(m, prefix, lat)
+	}
+	timed("touch", func(pod string, i int) error { return sys.touch(ctx, pod, fmt.Sprintf("t%d-%d", rep, i)) })
+	timed("patch", func(pod string, i int) error { return sys.patchOnly(ctx, pod, fmt.Sprintf("p%d-%d", rep, i)) })
+	return m, nil
+}
+
+// burst sends N claims at once from A agents, each claiming until the
+// claims run out, then waits for the pool to be full again.
+func (b *bench) burst(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+	t, n := sys.tracker(), b.p.N
+	created0 := sys.creations().Count()
+	t.setTarget(n)
+	t.resetLow()
+	claimCtx, cancel := context.WithTimeout(ctx, b.p.WaitTimeout)
+	defer cancel()
+	jobs := make(chan int, n)
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	results := make([]claimResult, n)
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for a := range b.p.Agents {
+		wg.Go(func() {
+			<-gate
+			for i := range jobs {
+				results[i] = sys.claim(claimCtx, fmt.Sprintf("b%d-a%d-c%d", rep, a, i))
+			}
+		})
+	}
+	start := time.Now()
+	close(gate)
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	m, ok := claimMetrics(results, note)
+	m["claims_per_s"] = float64(ok) / elapsed.Seconds()
+	if err := b.waitRefilled(ctx, sys, ok); err != nil {
+		return m, err
+	}
+	m["refill_s"] = t.fullSince().Sub(start).Seconds()
+	m["lowest_available"] = float64(t.lowest())
+	created, err := settle(ctx, sys, created0, b.p.WaitTimeout)
+	m["created"], m["over_created"] = float64(created), float64(created-ok)
+	if err != nil {
+		return m, err
+	}
+	return m, b.checkHolders(ctx, sys, results, m)
+}
+
+// sustained fires claims on a fixed schedule, each in its own goroutine
+// whatever the earlier ones are doing (open loop), so a slow claim does not
+// slow the arrivals down and hide itself.
+func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+	t, n := sys.tracker(), b.p.N
+	created0 := sys.creations().Count()
+	t.setTarget(n)
+	t.resetLow()
+	results, last, err := b.openLoop(ctx, sys, b.p.Rate, int(b.p.Rate*b.p.Duration.Seconds()), nil, fmt.Sprintf("s%d", rep))
+	m, ok := claimMetrics(results, note)
+	if err != nil {
+		return m, err
+	}
+	m["lowest_available"] = float64(t.lowest())
+	if err := b.waitRefilled(ctx, sys, ok); err != nil {
+		return m, err
+	}
+	m["recovery_s"] = max(0, t.fullSince().Sub(last).Seconds())
+	created, err := settle(ctx, sys, created0, b.p.WaitTimeout)
+	m["created"], m["over_created"] = float64(created), float64(created-ok)
+	if err != nil {
+		return m, err
+	}
+	return m, b.checkHolders(ctx, sys, results, m)
+}
+
+// openLoop fires up to total claims at rate per second until stop closes,
+// and returns them with the time of the last arrival.
+func (b *bench) openLoop(ctx context.Context, sys system, rate float64, total int, stop <-chan struct{}, prefix string) ([]claimResult, time.Time, error) {
+	claimCtx, cancel := context.WithTimeout(ctx, b.p.WaitTimeout)
+	defer cancel()
+	interval := time.Duration(float64(time.Second) / rate)
+	results := make([]claimResult, 0, total)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	last := start
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+loop:
+	for i := range total {
+		timer.Reset(time.Until(start.Add(time.Duration(i) * interval)))
+		select {
+		case <-timer.C:
+		case <-stop:
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+		last = time.Now()
+		wg.Go(func() {
+			r := sys.claim(claimCtx, fmt.Sprintf("%s-c%d", prefix, i))
+			mu.Lock()
+			results = append(results, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return results, last, fmt.Errorf("sending claims: %w", ctx.Err())
+	}
+	return results, last, nil
+}
+
+// templateChange rolls the pool to a new template while claims arrive at
+// a steady rate. Under that load some Pods are always starting (rate ×
+// ready delay of them), so "all available" cannot hold while it lasts: the
+// rollout is timed until every pool Pod is at the new revision, then the
+// load stops and the time until all are also available is taken too.
+func (b *bench) templateChange(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+	s, ok := sys.(*sandboxSetSystem)
+	if !ok {
+		return nil, fmt.Errorf("%s has no rolling template change", sys.name())
+	}
+	t, n := sys.tracker(), b.p.N
+	created0 := sys.creations().Count()
+	t.resetLow()
+	t.markNew()
+	stop := make(chan struct{})
+	type loadResult struct {
+		results []claimResult
+		err     error
+	}
+	load := make(chan loadResult, 1)
+	// Bounded, like every load here: at most as many claims as the rate
+	// allows within the wait timeout.
+	total := int(b.p.TemplateRate * b.p.WaitTimeout.Seconds())
+	go func() {
+		r, _, err := b.openLoop(ctx, sys, b.p.TemplateRate, total, stop, fmt.Sprintf("t%d", rep))
+		load <- loadResult{r, err}
+	}()
+	start := time.Now()
+	generation, oldRevision, err := s.changeTemplate(ctx, fmt.Sprintf("run-%d-%d", rep, start.UnixNano()))
+	var rolled time.Duration
+	if err == nil {
+		err = b.waitStatus(ctx, s, generation, oldRevision, false)
+		rolled = time.Since(start)
+	}
+	close(stop)
+	lr := <-load
+	m, okClaims := claimMetrics(lr.results, note)
+	m["lowest_available"] = float64(t.lowest())
+	if err == nil {
+		m["rolled_s"] = rolled.Seconds()
+		err = b.waitStatus(ctx, s, generation, oldRevision, true)
+		m["converge_s"] = time.Since(start).Seconds()
+	}
+	if err != nil {
+		return m, err
+	}
+	if lr.err != nil {
+		return m, lr.err
+	}
+	if err := b.waitRefilled(ctx, sys, okClaims); err != nil {
+		return m, err
+	}
+	created, err := settle(ctx, sys, created0, b.p.WaitTimeout)
+	if err != nil {
+		return m, err
+	}
+	if err := b.checkHolders(ctx, sys, lr.results, m); err != nil {
+		return m, err
+	}
+	// Every claim is replaced once. Every old-revision Pod, the N there
+	// were plus those created before the controller saw the change, is
+	// either claimed or replaced once. Anything beyond is over-creation.
+	held, err := sys.claimed(ctx)
+	if err != nil {
+		return m, err
+	}
+	claimedOld := 0
+	for _, p := range held {
+		if p.revision == oldRevision {
+			claimedOld++
+		}
+	}
+	createdOld := t.newAt(oldRevision)
+	needed := okClaims + (n + createdOld - claimedOld)
+	m["created"], m["created_old_revision"], m["over_created"] = float64(created), float64(createdOld), float64(created-needed)
+	if created != needed {
+		note("%d created, %d needed: %d claims replaced, %d old-revision Pods (%d created after the change) of which %d claimed",
+			created, needed, okClaims, n+createdOld, createdOld, claimedOld)
+	}
+	return m, nil
+}
+
+// waitStatus watches the SandboxSet until its status reports the new
+// generation with every pool Pod at the new revision, and, if available,
+// every one available too.
+func (b *bench) waitStatus(ctx context.Context, s *sandboxSetSystem, generation int64, oldRevision string, available bool) error {
+	n := int32(b.p.N)
+	lw := &toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			list := &agentsv1alpha1.SandboxSetList{}
+			err := s.c.List(ctx, list, client.InNamespace(s.ns), &client.ListOptions{Raw: &opts})
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			return s.c.Watch(ctx, &agentsv1alpha1.SandboxSetList{}, client.InNamespace(s.ns), &client.ListOptions{Raw: &opts})
+		},
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, b.p.WaitTimeout)
+	defer cancel()
+	var last agentsv1alpha1.SandboxSetStatus
+	_, err := watchtools.UntilWithSync(waitCtx, lw, &agentsv1alpha1.SandboxSet{}, nil, func(ev watch.Event) (bool, error) {
+		sbs, ok := ev.Object.(*agentsv1alpha1.SandboxSet)
+		if !ok || sbs.Name != s.pool {
+			return false, nil
+		}
+		st := sbs.Status
+		last = st
+		return st.ObservedGeneration >= generation && st.UpdateRevision != oldRevision &&
+			st.UpdatedReplicas == n && st.Replicas == n && (!available || st.AvailableReplicas == n), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for SandboxSet %s/%s to roll out generation %d, available %t (last status: observed generation %d, %d updated, %d available, %d replicas): %w",
+			s.ns, s.pool, generation, available, last.ObservedGeneration, last.UpdatedReplicas, last.AvailableReplicas, last.Replicas, err)
+	}
+	return nil
+}
+
+// waitRefilled waits until the tracker has seen the ok claims and the pool
+// is back to N available; fullSince is then when it got there.
+func (b *bench) waitRefilled(ctx context.Context, sys system, ok int) error {
+	n := b.p.N
+	return sys.tracker().waitFor(ctx, b.p.WaitTimeout, fmt.Sprintf("%d held and %d available", ok, n), func(c counts) bool {
+		return c.claimed >= ok && c.available >= n
+	})
+}
+
+// claimMetrics summarizes claims: latencies of the successful ones, how
+// many were served warm, and why the others were not.
+func claimMetrics(results []claimResult, note func(string, ...any)) (metrics, int) {
+	var lat []time.Duration
+	var ok, empty, lost, failed, attempts int
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			if failed == 0 {
+				note("first failed claim: %v", r.err)
+			}
+			failed++
+		case r.empty:
+			empty++
+		case r.lost:
+			lost++
+		default:
+			ok++
+			attempts += r.attempts
+			lat = append(lat, r.latency)
+		}
+	}
+	m := metrics{
+		"claims":        float64(len(results)),
+		"claims_ok":     float64(ok),
+		"claims_empty":  float64(empty),
+		"claims_lost":   float64(lost),
+		"claims_failed": float64(failed),
+	}
+	if len(results) > 0 {
+		m["warm_fraction"] = float64(ok) / float64(len(results))
+	}
+	if ok > 0 {
+		m["writes_per_claim"] = float64(attempts) / float64(ok)
+	}
+	latencyMetrics(m, "claim", lat)
+	return m, ok
+}
+
+// checkHolders compares what the agents were told with what is stored:
+// every won claim's Pod must carry that claim's holder, and no Pod may have
+// been won twice. Holders are unique per claim, so a Pod held by anyone
+// else than the claim that won it is a double claim too.
+func (b *bench) checkHolders(ctx context.Context, sys system, results []claimResult, m metrics) error {
+	held, err := sys.claimed(ctx)
+	if err != nil {
+		return err
+	}
+	wins := map[string]int{}
+	won := map[string]bool{}
+	doubles := 0
+	for _, r := range results {
+		if r.pod == "" {
+			continue
+		}
+		wins[r.pod]++
+		won[r.id] = true
+		if wins[r.pod] > 1 || held[r.pod].holder != r.id {
+			doubles++
+		}
+	}
+	// A claim written but not reported (a timeout after the write) holds a
+	// Pod nobody knows about: not a double claim, but a leak worth seeing.
+	orphans := 0
+	for _, p := range held {
+		if !won[p.holder] {
+			orphans++
+		}
+	}
+	m["double_claims"], m["orphan_claims"] = float64(doubles), float64(orphans)
+	return nil
+}
+
+// --- the floor -------------------------------------------------------------
+
+const floorLabel = "bench-floor"
+
+// setupFloor makes the namespace where the raw loop creates plain Pods:
+// no pool label, so no webhook, and no controller.
+func (b *bench) setupFloor(ctx context.Context) error {
+	ns, err := createNamespace(ctx, b.cs, "bench-floor-")
+	if err != nil {
+		return err
+	}
+	b.floorNS = ns
+	b.floorT, err = newTracker(ctx, b.cs, "floor", ns, floorLabel, func(pod *corev1.Pod) podClass {
+		if agentsv1alpha1.IsPodReady(pod) {
+			return classAvailable
+		}
+		return classCreating
+	})
+	return err
+}
+
+// floor measures what this cluster can do at best: N Pods created straight
+// against the API server, createParallelism at a time, until all are Ready;
+// then label patches on them, one at a time and A at once.
+func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
+	n, t := b.p.N, b.floorT
+	pods := b.cs.CoreV1().Pods(b.floorNS)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("floor-r%d-%d", rep, i)
+	}
+	t.setTarget(n)
+	m := metrics{}
+
+	start := time.Now()
+	err := parallel(ctx, b.p.CreateParallelism, n, func(ctx context.Context, i int) error {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: map[string]string{floorLabel: "true"}},
+			Spec:       sandboxTemplate(),
+		}
+		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating Pod %s/%s: %w", b.floorNS, names[i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		return m, err
+	}
+	created := time.Since(start)
+	m["create_s"] = created.Seconds()
+	m["create_per_s"] = float64(n) / created.Seconds()
+	m["floor_formula_s"] = created.Seconds() + b.p.ReadyDelay.Seconds()
+	if err := t.waitFor(ctx, b.p.WaitTimeout, fmt.Sprintf("%d Ready", n), func(c counts) bool { return c.available >= n }); err != nil {
+		return m, err
+	}
+	m["ready_all_s"] = t.fullSince().Sub(start).Seconds()
+
+	patch := func(ctx context.Context, pod, value string) (time.Duration, error) {
+		body := fmt.Appendf(nil, `{"metadata":{"labels":{"bench-touch":%q}}}`, value)
+		start := time.Now()
+		if _, err := pods.Patch(ctx, pod, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
+			return 0, fmt.Errorf("patching Pod %s/%s: %w", b.floorNS, pod, err)
+		}
+		return time.Since(start), nil
+	}
+	serial := make([]time.Duration, n)
+	for i, pod := range names {
+		if serial[i], err = patch(ctx, pod, fmt.Sprintf("s%d", i)); err != nil {
+			return m, err
+		}
+	}
+	latencyMetrics(m, "patch_serial", serial)
+
+	concurrent := make([]time.Duration, b.p.Agents)
+	err = parallel(ctx, b.p.Agents, b.p.Agents, func(ctx context.Context, i int) error {
+		var err error
+		concurrent[i], err = patch(ctx, names[i%n], fmt.Sprintf("c%d", i))
+		return err
+	})
+	if err != nil {
+		return m, err
+	}
+	latencyMetrics(m, "patch_concurrent", concurrent)
+
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: floorLabel}); err != nil {
+		return m, fmt.Errorf("deleting the floor's Pods: %w", err)
+	}
+	return m, t.waitFor(ctx, b.p.WaitTimeout, "the floor's Pods gone", func(c counts) bool { return c.total() == 0 })
+}
+
+// parallel runs f for 0..n-1, width at a time, started together, and
+// returns the first error.
+func parallel(ctx context.Context, width, n int, f func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan int, n)
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	errs := make(chan error, width)
+	var wg sync.WaitGroup
+	for range min(width, n) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := f(ctx, i); err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(func() []error {
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return all
+	}()...)
+}
+
+// --- 10,000 pool Pods ------------------------------------------------------
+
+// rss10k fills pools totalling 10,000 Pods and reads the manager's memory
+// once they are all available: its cache must not grow with them.
+func (b *bench) rss10k(ctx context.Context) (metrics, error) {
+	const pools, perPool, podsPerNode = 10, 1000, 110
+	total := pools * perPool
+	// Room for these, the two benchmark pools and what they hold, with slack.
+	nodes := max(b.p.Nodes, (total+4*b.p.N)/podsPerNode+10)
+	if nodes > b.p.Nodes {
+		logf("rss10k: scaling to %d nodes for room", nodes)
+		if err := b.cl.scaleNodes(ctx, nodes); err != nil {
+			return nil, err
+		}
+	}
+	ns, err := createNamespace(ctx, b.cs, "bench-rss-")
+	if err != nil {
+		return nil, err
+	}
+	b.rssNS = ns
+	t, err := newTracker(ctx, b.cs, "rss10k", ns, agentsv1alpha1.LabelSandboxSet, classifySandbox)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	t.setTarget(total)
+	cost := startCost(b.pids)
+	start := time.Now()
+	for i := range pools {
+		sbs := &agentsv1alpha1.SandboxSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("pool-%d", i)},
+			Spec: agentsv1alpha1.SandboxSetSpec{
+				Replicas: perPool,
+				Template: corev1.PodTemplateSpec{Spec: sandboxTemplate()},
+			},
+		}
+		if err := b.c.Create(ctx, sbs); err != nil {
+			return nil, fmt.Errorf("creating SandboxSet %s/%s: %w", ns, sbs.Name, err)
+		}
+	}
+	m := metrics{"pool_pods": float64(total)}
+	err = t.waitFor(ctx, b.p.RSSTimeout, fmt.Sprintf("%d available", total), func(c counts) bool { return c.available >= total })
+	if err == nil {
+		m["time_to_all_s"] = t.fullSince().Sub(start).Seconds()
+	}
+	m["available"] = float64(t.counts().available)
+	cost.stop(m)
+	controllerCost(m, procManager)
+	return m, err
+}

@@ -1,0 +1,371 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sandboxset/warmpool/api/claim"
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/podtrack"
+)
+
+// Each fault spec states what may be lost: nothing. They stop and start
+// parts of the system, so they run one at a time.
+var _ = Describe("Faults", Serial, func() {
+	var (
+		ns       string
+		creation *podtrack.Creations
+	)
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		var err error
+		creation, err = podtrack.Count(context.Background(), cfg, ns)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(creation.Stop)
+	})
+
+	It("SIGKILLs of the manager during a burst refill lose nothing and create nothing extra", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 200)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectPool(ctx, sbs, 200, 200)
+
+		By("claiming 100 sandboxes at once")
+		held := claimConcurrently(ctx, podsOf(ctx, Default, sbs)[:100])
+
+		By("killing the manager three times at random points of the refill")
+		for kill := range 3 {
+			time.Sleep(time.Duration(50+rand.IntN(400)) * time.Millisecond)
+			Expect(syscall.Kill(managerPID(0), syscall.SIGKILL)).To(Succeed())
+			GinkgoWriter.Printf("kill %d: %d of 300 Pods created\n", kill+1, creation.Count())
+			cluster("start-manager")
+		}
+
+		expectPool(ctx, sbs, 200, 200)
+		expectCreations(creation, 300)
+		expectUntouched(ctx, ns, held)
+	})
+
+	It("a killed leader is replaced within the lease, with no over-creation", func(ctx SpecContext) {
+		const lease = 6 * time.Second
+		By("running the webhooks apart from two leader-electing controller replicas")
+		cluster("stop-manager")
+		clusterWith([]string{"MANAGER_ARGS=--enable-controllers=false"}, "start-manager")
+		electing := []string{"LEADER_ELECT=true", "MANAGER_ARGS=--enable-webhooks=false --leader-elect-lease-duration=6s --leader-elect-renew-deadline=4s --leader-elect-retry-period=500ms"}
+		for _, i := range []string{"1", "2"} {
+			clusterWith(append(electing, "MANAGER_INSTANCE="+i), "start-manager")
+		}
+		DeferCleanup(func() {
+			for _, i := range []string{"1", "2"} {
+				clusterWith([]string{"MANAGER_INSTANCE=" + i}, "stop-manager")
+			}
+			cluster("start-manager")
+		})
+		var leader int
+		Eventually(func() int { leader = leaderInstance(); return leader }, timeout, interval).Should(BeNumerically(">", 0))
+
+		sbs := newSandboxSet(ns, "demo", 300)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		Eventually(creation.Count, timeout, time.Millisecond).Should(BeNumerically(">", 0))
+		Expect(syscall.Kill(managerPID(leader), syscall.SIGKILL)).To(Succeed())
+		killed := time.Now()
+		GinkgoWriter.Printf("killed leader %d with %d of 300 Pods created\n", leader, creation.Count())
+
+		Eventually(func() int { return leaderInstance() }, 3*lease, interval).Should(Equal(3-leader), "the other replica takes over")
+		takeover := time.Since(killed)
+		AddReportEntry("leader takeover", takeover.Round(100*time.Millisecond).String())
+		Expect(takeover).To(BeNumerically("<", 2*lease), "within the lease, give or take a retry")
+		expectPool(ctx, sbs, 300, 300)
+		expectCreations(creation, 300)
+	})
+
+	It("claims during an API server and etcd restart either succeed once or fail clearly", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 30)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectPool(ctx, sbs, 30, 30)
+		c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		agents := claim.New(c)
+
+		type result struct {
+			agent, pod string
+			err        error
+		}
+		results := make(chan result, 30)
+		var wg sync.WaitGroup
+		for i := range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(rand.IntN(3000)) * time.Millisecond)
+				agent := fmt.Sprintf("agent-%d", i)
+				sbx, err := agents.Claim(ctx, ns, "demo", agent, claim.ClaimOptions{})
+				r := result{agent: agent, err: err}
+				if err == nil {
+					r.pod = sbx.Name
+				}
+				results <- r
+			}()
+		}
+		time.Sleep(500 * time.Millisecond)
+		restartControlPlane()
+		wg.Wait()
+		close(results)
+
+		Eventually(func() error { return k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs) }, timeout, interval).Should(Succeed())
+		succeeded, failed := 0, 0
+		for r := range results {
+			if r.err != nil {
+				failed++
+				GinkgoWriter.Printf("%s: %v\n", r.agent, r.err)
+				Expect(r.err.Error()).NotTo(BeEmpty())
+				continue
+			}
+			succeeded++
+			Expect(getPod(ctx, Default, ns, r.pod).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, r.agent))
+		}
+		AddReportEntry("claims across the restart", fmt.Sprintf("%d succeeded, %d failed", succeeded, failed))
+		holders := map[string]string{}
+		for _, pod := range podsOf(ctx, Default, sbs) {
+			holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
+			claimed := pod.Labels[agentsv1alpha1.LabelState] == string(agentsv1alpha1.StateClaimed)
+			Expect(claimed).To(Equal(holder != ""), "state and holder of %s agree", pod.Name)
+			if holder != "" {
+				Expect(holders).NotTo(HaveKey(holder), "%s holds two sandboxes", holder)
+				holders[holder] = pod.Name
+			}
+		}
+		expectPool(ctx, sbs, 30, 30)
+	})
+
+	It("refuses claims while the webhook is down, naming the cause, and fills the pool once it is back", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 2)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectPool(ctx, sbs, 2, 2)
+		pod := podsOf(ctx, Default, sbs)[0]
+
+		cluster("stop-manager")
+		DeferCleanup(func() { cluster("start-manager") })
+		err := patchLabel(ctx, &pod, agentsv1alpha1.LabelClaimedBy, "agent-1")
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`failed calling webhook "mpod.agents.kruise.io"`))
+		Expect(err.Error()).To(ContainSubstring("connection refused"))
+		Expect(getPod(ctx, Default, ns, pod.Name).Labels).NotTo(HaveKey(agentsv1alpha1.LabelClaimedBy), "nothing half-applied")
+		out, err := kubectl(ctx, "-n", ns, "scale", "sbs", "demo", "--replicas=5")
+		Expect(err).To(HaveOccurred(), "scaling is validated by the webhook too: %s", out)
+
+		cluster("start-manager")
+		Expect(patchLabel(ctx, &pod, agentsv1alpha1.LabelClaimedBy, "agent-1")).To(Succeed())
+		out, err = kubectl(ctx, "-n", ns, "scale", "sbs", "demo", "--replicas=5")
+		Expect(err).NotTo(HaveOccurred(), out)
+		expectPool(ctx, sbs, 5, 5)
+		expectCreations(creation, 6)
+	})
+
+	It("backs off when a quota refuses Pods, says so, and recovers when the quota is raised", func(ctx SpecContext) {
+		quota := &corev1.ResourceQuota{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pods"},
+			Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("5")}},
+		}
+		Expect(k8sClient.Create(ctx, quota)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(quota), quota)).To(Succeed())
+			g.Expect(quota.Status.Hard).NotTo(BeEmpty(), "the quota controller has computed the quota")
+		}, timeout, interval).Should(Succeed())
+		sbs := newSandboxSet(ns, "demo", 8)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			failure := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)
+			g.Expect(failure).NotTo(BeNil())
+			g.Expect(failure.Reason).To(Equal(agentsv1alpha1.ReasonQuotaExceeded))
+			g.Expect(failure.Message).To(ContainSubstring("exceeded quota"))
+		}, timeout, interval).Should(Succeed())
+
+		By("counting refused creations over 10 s, after 5 s of refusals: a backoff, not a hot loop")
+		time.Sleep(5 * time.Second)
+		before := refusedCreates(ctx)
+		time.Sleep(10 * time.Second)
+		refused := refusedCreates(ctx) - before
+		AddReportEntry("refused creations in 10 s under quota", refused)
+		// The per-pool backoff doubles from 100 ms: past 5 s, retries are
+		// seconds apart, and each probes with a single creation.
+		Expect(refused).To(BeNumerically("<=", 6))
+		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(5))
+
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(quota), quota)).To(Succeed())
+			quota.Spec.Hard[corev1.ResourcePods] = resource.MustParse("8")
+			g.Expect(k8sClient.Update(ctx, quota)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		expectPool(ctx, sbs, 8, 8)
+		expectCreations(creation, 8)
+	})
+
+	It("replaces warm Pods that fail, are evicted or deleted, and leaves claimed ones to their holder", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 4)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectPool(ctx, sbs, 4, 4)
+		pods := podsOf(ctx, Default, sbs)
+		Expect(patchLabel(ctx, &pods[3], agentsv1alpha1.LabelClaimedBy, "agent-1")).To(Succeed())
+
+		failed := pods[0].DeepCopy()
+		failed.Status.Phase = corev1.PodFailed
+		failed.Status.Reason = "Error"
+		Expect(k8sClient.Status().Patch(ctx, failed, client.MergeFrom(&pods[0]))).To(Succeed())
+		Expect(k8sClient.SubResource("eviction").Create(ctx, &pods[1], &policyv1.Eviction{})).To(Succeed())
+		Expect(k8sClient.Delete(ctx, &pods[2])).To(Succeed())
+		claimedFailed := getPod(ctx, Default, ns, pods[3].Name)
+		gone := claimedFailed.DeepCopy()
+		gone.Status.Phase = corev1.PodFailed
+		Expect(k8sClient.Status().Patch(ctx, gone, client.MergeFrom(claimedFailed))).To(Succeed())
+
+		expectPool(ctx, sbs, 4, 4)
+		Eventually(func(g Gomega) {
+			for _, pod := range pods[:3] {
+				g.Expect(podsOf(ctx, g, sbs)).NotTo(ContainElement(HaveField("Name", pod.Name)))
+			}
+		}, timeout, interval).Should(Succeed())
+		Consistently(func(g Gomega) {
+			pod := getPod(ctx, g, ns, pods[3].Name)
+			g.Expect(pod.DeletionTimestamp).To(BeNil(), "a failed claimed sandbox is its holder's to delete")
+		}, holdFor, interval).Should(Succeed())
+		expectCreations(creation, 8) // 4, the claim's refill, and 3 replacements
+	})
+
+	It("reports Pods that can never be scheduled, without churning them", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 2)
+		sbs.Spec.Template.Spec.NodeSelector = map[string]string{"sandbox.example.com/gpu": "h100"}
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		Eventually(func(g Gomega) {
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			ready := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReady)
+			g.Expect(ready).NotTo(BeNil())
+			g.Expect(ready.Reason).To(Equal(agentsv1alpha1.ReasonUnschedulable))
+			g.Expect(ready.Message).To(ContainSubstring("node(s) didn't match Pod's node affinity/selector"))
+		}, timeout, interval).Should(Succeed())
+		uids := []string{}
+		for _, pod := range podsOf(ctx, Default, sbs) {
+			uids = append(uids, string(pod.UID))
+		}
+		Consistently(func(g Gomega) {
+			now := []string{}
+			for _, pod := range podsOf(ctx, g, sbs) {
+				now = append(now, string(pod.UID))
+			}
+			g.Expect(now).To(ConsistOf(uids))
+		}, holdFor, interval).Should(Succeed())
+		expectCreations(creation, 2)
+	})
+})
+
+// claimConcurrently claims each Pod for its own agent at once, and returns
+// each claimed Pod's resourceVersion right after its claim.
+func claimConcurrently(ctx context.Context, pods []corev1.Pod) map[string]string {
+	GinkgoHelper()
+	held := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, pod := range pods {
+		wg.Add(1)
+		go func() {
+			defer GinkgoRecover()
+			defer wg.Done()
+			Expect(patchLabel(ctx, &pod, agentsv1alpha1.LabelClaimedBy, fmt.Sprintf("agent-%d", i))).To(Succeed())
+			mu.Lock()
+			held[pod.Name] = pod.ResourceVersion
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return held
+}
+
+// expectUntouched checks that no claimed Pod was written to after its claim.
+func expectUntouched(ctx context.Context, ns string, held map[string]string) {
+	GinkgoHelper()
+	for name, rv := range held {
+		pod := getPod(ctx, Default, ns, name)
+		Expect(pod.ResourceVersion).To(Equal(rv), "claimed %s was written to after its claim", name)
+		Expect(pod.DeletionTimestamp).To(BeNil())
+	}
+}
+
+// clusterWith runs cluster.sh with extra settings.
+func clusterWith(env []string, args ...string) {
+	GinkgoHelper()
+	cmd := exec.Command(filepath.Join("..", "local", "cluster.sh"), args...)
+	cmd.Env = append(append(os.Environ(), clusterEnv...), env...)
+	cmd.Stderr = GinkgoWriter
+	Expect(cmd.Run()).To(Succeed(), "cluster.sh %v %v", env, args)
+}
+
+// leaderInstance is the manager instance (1 or 2) that leads, by
+// controller-runtime's leader_election_master_status metric, or 0.
+func leaderInstance() int {
+	for _, i := range []int{1, 2} {
+		if metric(fmt.Sprintf("http://127.0.0.1:%d/metrics", 18080+10*i), leaderMetric) == 1 {
+			return i
+		}
+	}
+	return 0
+}
+
+// restartControlPlane stops every control-plane process (etcd, the API
+// server, the scheduler, the controller-manager, kwok) and starts them again.
+func restartControlPlane() {
+	GinkgoHelper()
+	cluster("kwokctl", "stop", "cluster")
+	time.Sleep(time.Second)
+	cluster("kwokctl", "start", "cluster")
+}
+
+var (
+	refusedMetric = regexp.MustCompile(`(?m)^sandboxset_pod_operations_total\{operation="create",result="Forbidden"\} (\d+)`)
+	leaderMetric  = regexp.MustCompile(`(?m)^leader_election_master_status\{name="sandboxset-manager.agents.kruise.io"\} (\d+)`)
+)
+
+// refusedCreates reads manager 0's count of Pod creations the API server refused.
+func refusedCreates(context.Context) int {
+	return metric("http://127.0.0.1:18080/metrics", refusedMetric)
+}
+
+// metric reads one number from a Prometheus endpoint; 0 when absent or unreachable.
+func metric(url string, re *regexp.Regexp) int {
+	resp, err := http.Get(url) //nolint:gosec,noctx // a loopback test endpoint
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0
+	}
+	m := re.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
