@@ -64,6 +64,13 @@ fuzz: ## Fuzz SandboxSet validation and the claim decision for FUZZ_TIME each (s
 	go test ./webhooks -run '^$$' -fuzz '^FuzzValidateSandboxSet$$' -fuzztime $(FUZZ_TIME)
 	go test ./webhooks -run '^$$' -fuzz '^FuzzAdmitPoolPodUpdate$$' -fuzztime $(FUZZ_TIME)
 
+# Benchmark flags, e.g. BENCH_FLAGS='-profile noqps', '-quick' or '-long'.
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: ## Benchmark the SandboxSet against a ReplicaSet warm pool on a local cluster of its own (docs/benchmark.md); never fails on speed.
+	go run ./test/bench $(BENCH_FLAGS)
+
 ##@ Build
 
 .PHONY: build

@@ -135,6 +135,28 @@ var _ = Describe("Pool Pod admission", func() {
 			"a claimed sandbox stays claimed"),
 	)
 
+	It("keeps an agent to its own namespace, even through a crafted request", func(ctx SpecContext) {
+		pod := warmPool(ctx, 1)[0]
+		otherNS := newNamespace(ctx)
+		outsider := agentClient(ctx, otherNS, "outsider")
+
+		By("patching the Pod in a namespace the agent has no Role in")
+		_, err := claimAs(ctx, outsider, &pod, "outsider")
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+
+		By("sending the patch to its own namespace with the other namespace in the body")
+		crafted := pod.DeepCopy()
+		crafted.Namespace = otherNS
+		body := []byte(fmt.Sprintf(`{"metadata":{"namespace":%q,"labels":{%q:"outsider"}}}`, ns, agentsv1alpha1.LabelClaimedBy))
+		err = outsider.Patch(ctx, crafted, client.RawPatch(types.MergePatchType, body))
+		Expect(err).To(HaveOccurred())
+		Expect(apierrors.IsNotFound(err) || apierrors.IsBadRequest(err) || apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+
+		stored := &corev1.Pod{}
+		Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(&pod), stored)).To(Succeed())
+		Expect(stored.Labels).NotTo(HaveKey(agentsv1alpha1.LabelClaimedBy))
+	})
+
 	It("refuses warm Pods from anyone but the manager", func(ctx SpecContext) {
 		warmPool(ctx, 0)
 		forged := &corev1.Pod{

@@ -141,15 +141,6 @@ func (c *cluster) pids() map[string]int {
 // scaleNodes changes the number of simulated nodes, for -rss10k, which needs
 // more than the default 40 × 110 Pods of room.
 func (c *cluster) scaleNodes(ctx context.Context, nodes int) error {
-	out, err := exec.CommandContext(ctx, filepath.Join(c.repo, "test", "tools", "build.sh"), "--dir").Output()
-	if err != nil {
-		return fmt.Errorf("finding the kwokctl binary: %w", err)
-	}
-	kwokctl := filepath.Join(strings.TrimSpace(string(out)), "kwokctl")
-	cmd := exec.CommandContext(ctx, kwokctl, "scale", "node", "--name", c.name, "--replicas", strconv.Itoa(nodes))
-	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+filepath.Join(c.cache, "kwok"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kwokctl scale node --replicas %d: %w: %s", nodes, err, b)
-	}
-	return nil
+	_, err := c.script(ctx, "kwokctl", "scale", "node", "--replicas", strconv.Itoa(nodes))
+	return err
 }

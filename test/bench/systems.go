@@ -327,8 +327,8 @@ func (r *replicaSetSystem) scale(ctx context.Context, replicas int) error {
 
 // claim is the hand-built warm pool's claim: list the warm Pods (whole
 // Pods, since readiness is only in the status), pick a Ready one at random,
-// relabel it. It mirrors the claim package: random picks, a lost race moves
-// on to another Pod, at most maxAttempts writes.
+// relabel it. It mirrors the claim package: each try picks from a fresh
+// list, and at most maxAttempts writes are sent.
 func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResult) {
 	start := time.Now()
 	res.id = id
@@ -349,21 +349,16 @@ func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResul
 			res.empty = true
 			return res
 		}
-		rand.Shuffle(len(ready), func(i, j int) { ready[i], ready[j] = ready[j], ready[i] })
-		for _, pod := range ready {
-			if res.attempts == maxAttempts {
-				break
-			}
-			res.attempts++
-			err := r.patchOnly(ctx, pod, id)
-			if err == nil {
-				res.pod = pod
-				return res
-			}
-			if !lostReplicaRace(err) {
-				res.err = err
-				return res
-			}
+		res.attempts++
+		pod := ready[rand.IntN(len(ready))]
+		err = r.patchOnly(ctx, pod, id)
+		if err == nil {
+			res.pod = pod
+			return res
+		}
+		if !lostReplicaRace(err) {
+			res.err = err
+			return res
 		}
 	}
 	res.lost = true
