@@ -240,6 +240,8 @@ func tableRows(key string) []row {
 		rows = refillFloors("time_to_n_s", "time to N available")
 	case "patch":
 		rows = []row{
+			{key: "pick_p50_ms", label: "list to pick from p50", unit: "ms"},
+			{key: "pick_p99_ms", label: "list to pick from p99", unit: "ms"},
 			{key: "touch_p50_ms", label: "other-label write on a warm Pod p50", unit: "ms", floorKey: "patch_serial_p50_ms"},
 			{key: "touch_p50_ms", label: "other-label write on a warm Pod p50", unit: "ms", floorKey: "patch_serial_p50_ms", floorDiff: true},
 			{key: "touch_p99_ms", label: "other-label write on a warm Pod p99", unit: "ms", floorKey: "patch_serial_p99_ms"},

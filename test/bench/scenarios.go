@@ -151,7 +151,7 @@ func (b *bench) scenarios() []scenario {
 	return []scenario{
 		{key: "scaleup", title: "Scale-up 0 → N",
 			prepare: b.ensureEmpty, measure: b.scaleUp},
-		{key: "patch", title: "The claim's write alone, serial (what the webhook adds)",
+		{key: "patch", title: "A claim's parts, serial: the list, a write, the claim's write (what the webhook adds)",
 			prepare: b.ensureFull, measure: b.patchSerial},
 		{key: "burst", title: "Burst: N claims at once by A agents on a full pool",
 			prepare: b.ensureFull, measure: b.burst},
@@ -181,9 +181,10 @@ func (b *bench) scaleUp(ctx context.Context, sys system, _ int, _ func(string, .
 	return m, err
 }
 
-// patchSerial writes to every warm Pod one at a time: first a label that
-// claims nothing (the admission path alone, no refill), then the claim
-// itself (which the controller answers with a replacement).
+// patchSerial times a claim's parts one at a time, once per warm Pod: the
+// list it picks from, a write of a label that claims nothing (the admission
+// path alone, no refill), then the claim's write itself (which the
+// controller answers with a replacement).
 func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
 	names := sys.tracker().availableNames()
 	m := metrics{}
@@ -204,6 +205,7 @@ func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(
 		m[prefix+"_failed"] = float64(failed)
 		latencyMetrics(m, prefix, lat)
 	}
+	timed("pick", func(string, int) error { return sys.pick(ctx) })
 	timed("touch", func(pod string, i int) error { return sys.touch(ctx, pod, fmt.Sprintf("t%d-%d", rep, i)) })
 	timed("patch", func(pod string, i int) error { return sys.patchOnly(ctx, pod, fmt.Sprintf("p%d-%d", rep, i)) })
 	return m, nil

@@ -67,6 +67,8 @@ type system interface {
 	claim(ctx context.Context, id string) claimResult
 	// patchOnly sends a claim's write alone, on a Pod known to be warm.
 	patchOnly(ctx context.Context, pod, id string) error
+	// pick is a claim's read alone: the list it picks a Pod from.
+	pick(ctx context.Context) error
 	// touch changes an unrelated label of a warm Pod: a write on a pool Pod
 	// that claims nothing, so it shows what the admission path costs alone.
 	touch(ctx context.Context, pod, value string) error
@@ -206,6 +208,18 @@ func (s *sandboxSetSystem) claim(ctx context.Context, id string) claimResult {
 		r.lost, r.err = true, nil
 	}
 	return r
+}
+
+// pick lists what the claim package lists: the available Pods' metadata.
+func (s *sandboxSetSystem) pick(ctx context.Context) error {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := s.c.List(ctx, list, client.InNamespace(s.ns), client.MatchingLabels{
+		agentsv1alpha1.LabelSandboxSet: s.pool, agentsv1alpha1.LabelState: string(agentsv1alpha1.StateAvailable),
+	}); err != nil {
+		return fmt.Errorf("listing the available sandboxes of %s/%s: %w", s.ns, s.pool, err)
+	}
+	return nil
 }
 
 // patchOnly is the claim package's write, without its list.
@@ -363,6 +377,14 @@ func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResul
 	}
 	res.lost = true
 	return res
+}
+
+// pick lists what claim lists: the warm Pods, whole.
+func (r *replicaSetSystem) pick(ctx context.Context) error {
+	if _, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm}); err != nil {
+		return fmt.Errorf("listing the warm Pods of %s/%s: %w", r.ns, r.pool, err)
+	}
+	return nil
 }
 
 // patchOnly relabels one Pod with a JSON patch whose test op makes the API

@@ -253,6 +253,32 @@ var _ = Describe("Faults", Serial, func() {
 		expectCreations(creation, 8) // 4, the claim's refill, and 3 replacements
 	})
 
+	It("replaces warm Pods whose node vanishes", func(ctx SpecContext) {
+		sbs := newSandboxSet(ns, "demo", 10)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectPool(ctx, sbs, 10, 10)
+		victim := podsOf(ctx, Default, sbs)[0]
+		node := &corev1.Node{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: victim.Spec.NodeName}, node)).To(Succeed())
+		onNode := []string{}
+		for _, pod := range podsOf(ctx, Default, sbs) {
+			if pod.Spec.NodeName == node.Name {
+				onNode = append(onNode, pod.Name)
+			}
+		}
+		Expect(k8sClient.Delete(ctx, node)).To(Succeed())
+		DeferCleanup(func() { cluster("kwokctl", "scale", "node", "--replicas", "20") })
+
+		By("waiting for the Pod garbage collector to remove the node's Pods, and the pool to refill")
+		Eventually(func(g Gomega) {
+			for _, pod := range podsOf(ctx, g, sbs) {
+				g.Expect(onNode).NotTo(ContainElement(pod.Name))
+			}
+		}, 2*timeout, interval).Should(Succeed())
+		expectPool(ctx, sbs, 10, 10)
+		expectCreations(creation, 10+len(onNode))
+	})
+
 	It("reports Pods that can never be scheduled, without churning them", func(ctx SpecContext) {
 		sbs := newSandboxSet(ns, "demo", 2)
 		sbs.Spec.Template.Spec.NodeSelector = map[string]string{"sandbox.example.com/gpu": "h100"}
