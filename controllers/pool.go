@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -43,7 +44,7 @@ func classify(uid types.UID, pods []*corev1.Pod, deleting sets.Set[types.UID]) p
 				p.claimed = append(p.claimed, pod)
 			}
 		case !owned:
-			if hasNoController(pod) {
+			if metav1.GetControllerOfNoCopy(pod) == nil {
 				p.orphans = append(p.orphans, pod)
 			}
 		case isFinished(pod):
@@ -53,15 +54,6 @@ func classify(uid types.UID, pods []*corev1.Pod, deleting sets.Set[types.UID]) p
 		}
 	}
 	return p
-}
-
-func hasNoController(pod *corev1.Pod) bool {
-	for _, ref := range pod.OwnerReferences {
-		if ref.Controller != nil && *ref.Controller {
-			return false
-		}
-	}
-	return true
 }
 
 // plan is what one reconcile changes.

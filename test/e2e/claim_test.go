@@ -17,7 +17,6 @@ import (
 
 	"github.com/sandboxset/warmpool/api/claim"
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
-	"github.com/sandboxset/warmpool/test/podtrack"
 )
 
 var _ = Describe("Agents claiming", func() {
@@ -25,9 +24,7 @@ var _ = Describe("Agents claiming", func() {
 	BeforeEach(func(ctx SpecContext) { ns = newNamespace(ctx) })
 
 	It("serves 60 concurrent agents from a pool of 40, each sandbox to exactly one", func(ctx SpecContext) {
-		creation, err := podtrack.Count(context.Background(), cfg, ns)
-		Expect(err).NotTo(HaveOccurred())
-		defer creation.Stop()
+		creation := countCreations(ns)
 		sbs := newSandboxSet(ns, "demo", 40)
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
 		expectPool(ctx, sbs, 40, 40)

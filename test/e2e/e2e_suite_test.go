@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/podtrack"
 )
 
 const (
@@ -103,6 +104,22 @@ func newNamespace(ctx context.Context) string {
 		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, ns))).To(Succeed())
 	})
 	return ns.Name
+}
+
+// countedNamespace is a fresh namespace and a count of every Pod created in it.
+func countedNamespace(ctx context.Context) (string, *podtrack.Creations) {
+	GinkgoHelper()
+	ns := newNamespace(ctx)
+	return ns, countCreations(ns)
+}
+
+// countCreations counts every Pod created in ns until the spec ends.
+func countCreations(ns string) *podtrack.Creations {
+	GinkgoHelper()
+	creation, err := podtrack.Count(context.Background(), cfg, ns)
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(creation.Stop)
+	return creation
 }
 
 func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {

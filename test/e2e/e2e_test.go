@@ -26,13 +26,7 @@ var _ = Describe("The warm pool on a real control plane", func() {
 		ns       string
 		creation *podtrack.Creations
 	)
-	BeforeEach(func(ctx SpecContext) {
-		ns = newNamespace(ctx)
-		var err error
-		creation, err = podtrack.Count(context.Background(), cfg, ns)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(creation.Stop)
-	})
+	BeforeEach(func(ctx SpecContext) { ns, creation = countedNamespace(ctx) })
 
 	It("walks the seed's four stages with real scheduling and readiness", func(ctx SpecContext) {
 		sbs := newSandboxSet(ns, "demo", 3)

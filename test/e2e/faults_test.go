@@ -36,13 +36,7 @@ var _ = Describe("Faults", Serial, func() {
 		ns       string
 		creation *podtrack.Creations
 	)
-	BeforeEach(func(ctx SpecContext) {
-		ns = newNamespace(ctx)
-		var err error
-		creation, err = podtrack.Count(context.Background(), cfg, ns)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(creation.Stop)
-	})
+	BeforeEach(func(ctx SpecContext) { ns, creation = countedNamespace(ctx) })
 
 	It("SIGKILLs of the manager during a burst refill lose nothing and create nothing extra", func(ctx SpecContext) {
 		sbs := newSandboxSet(ns, "demo", 200)
