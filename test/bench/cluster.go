@@ -21,7 +21,13 @@ type cluster struct {
 	env     []string
 	cache   string // $SANDBOXSET_CACHE or its default
 	started bool   // this run brought it up, so this run takes it down
+	// managerMetrics is where the manager serves its metrics.
+	managerMetrics string
 }
+
+// The manager's ports: apart from `make up` (9443, 8080, 8081) and the e2e
+// suite (19443, 18080, 18081), so all three can run at once.
+const metricsPort = "28080"
 
 func newCluster(repo string, p params) *cluster {
 	readyMS := strconv.FormatInt(p.ReadyDelay.Milliseconds(), 10)
@@ -31,7 +37,7 @@ func newCluster(repo string, p params) *cluster {
 		// Equal delay and jitter make the Ready delay fixed, so the floor's
 		// "+ ready delay" term is exact.
 		"READY_DELAY_MS=" + readyMS, "READY_JITTER_MS=" + readyMS,
-		"WEBHOOK_PORT=29443", "METRICS_PORT=28080", "PROBE_PORT=28081",
+		"WEBHOOK_PORT=29443", "METRICS_PORT=" + metricsPort, "PROBE_PORT=28081",
 		"DISABLE_QPS_LIMITS=" + strconv.FormatBool(p.Profile == profileNoQPS),
 	}
 	cache := os.Getenv("SANDBOXSET_CACHE")
@@ -43,7 +49,7 @@ func newCluster(repo string, p params) *cluster {
 		}
 		cache = filepath.Join(base, "sandboxset")
 	}
-	return &cluster{repo: repo, name: p.ClusterName, env: env, cache: cache}
+	return &cluster{repo: repo, name: p.ClusterName, env: env, cache: cache, managerMetrics: "127.0.0.1:" + metricsPort}
 }
 
 // script runs cluster.sh with the benchmark's settings. Its log goes to our
@@ -63,9 +69,16 @@ func (c *cluster) script(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// up brings the cluster up, trying twice: cluster.sh's `kubectl wait` on
+// the new CRD can fail when it runs before the CRD has any condition, and
+// `up` starts from `down`, so a second try starts clean.
 func (c *cluster) up(ctx context.Context) error {
 	c.started = true // even a failed `up` may leave processes for `down`
 	_, err := c.script(ctx, "up")
+	if err != nil && ctx.Err() == nil {
+		logf("warning: %v; trying once more", err)
+		_, err = c.script(ctx, "up")
+	}
 	return err
 }
 
@@ -96,13 +109,12 @@ func (c *cluster) kubeconfig(ctx context.Context) (string, error) {
 
 // Processes whose cost the benchmark reports.
 const (
-	procManager    = "manager"
-	procKCM        = "kube-controller-manager"
-	procAPIServer  = "kube-apiserver"
-	procEtcd       = "etcd"
-	procScheduler  = "kube-scheduler"
-	procKwok       = "kwok-controller"
-	procManagerPID = "manager.pid"
+	procManager   = "manager"
+	procKCM       = "kube-controller-manager"
+	procAPIServer = "kube-apiserver"
+	procEtcd      = "etcd"
+	procScheduler = "kube-scheduler"
+	procKwok      = "kwok-controller"
 )
 
 var components = []string{procManager, procKCM, procAPIServer, procEtcd, procScheduler, procKwok}
@@ -112,7 +124,7 @@ var components = []string{procManager, procKCM, procAPIServer, procEtcd, procSch
 func (c *cluster) pid(component string) (int, error) {
 	path := filepath.Join(c.cache, "kwok", "clusters", c.name, "pids", component+".pid")
 	if component == procManager {
-		path = filepath.Join(c.cache, "local", c.name, procManagerPID)
+		path = filepath.Join(c.cache, "local", c.name, "manager.pid")
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

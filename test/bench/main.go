@@ -60,6 +60,7 @@ type params struct {
 	WaitTimeout       time.Duration `json:"waitTimeoutNanoseconds"`
 	RSS10k            bool          `json:"rss10k"`
 	RSSTimeout        time.Duration `json:"rss10kTimeoutNanoseconds"`
+	RSSPods           int           `json:"rss10kPods"`
 	Quick             bool          `json:"quick"`
 	Long              bool          `json:"long"`
 	Out               string        `json:"-"`
@@ -85,6 +86,7 @@ func parseFlags(args []string) (params, error) {
 	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
 	fs.BoolVar(&p.RSS10k, "rss10k", false, "also fill pools totalling 10,000 Pods and report the manager's memory (slow)")
+	fs.IntVar(&p.RSSPods, "rss10k-pods", 10000, "-rss10k: how many pool Pods in all, in pools of at most 1,000")
 	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
@@ -275,7 +277,7 @@ func (b *bench) measureAll(ctx context.Context) error {
 		}
 	}
 	if b.p.RSS10k {
-		logf("rss10k: filling pools totalling 10,000 Pods")
+		logf("rss10k: filling pools totalling %d Pods", b.p.RSSPods)
 		b.res.RSS10k = &runs{}
 		m, err := b.rss10k(ctx)
 		if m != nil {
@@ -304,7 +306,7 @@ func (b *bench) measureFloor(ctx context.Context) error {
 			m = metrics{}
 		}
 		cost.stop(m)
-		controllerCost(m, procKCM)
+		controllerCost(m, "") // no controller: the API server's cost alone
 		b.res.Floor.Runs = append(b.res.Floor.Runs, m)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -75,7 +75,7 @@ func (s *scenarioResult) system(name string) *runs {
 	if r, ok := s.Systems[name]; ok {
 		return r
 	}
-	r := &runs{}
+	r := &runs{Runs: []metrics{}} // [] in the JSON, not null, for a skipped system
 	s.Systems[name] = r
 	return r
 }
@@ -207,6 +207,13 @@ type row struct {
 }
 
 var costRows = []row{
+	{key: "replacement_mean_ms", label: "claim → replacement created, mean (manager's metric)", unit: "ms"},
+	{key: "mgr_writes", label: "manager Pod writes", unit: "n"},
+	{key: "mgr_writes_refused", label: "manager Pod writes refused (conflicts etc.)", unit: "n"},
+	{key: "webhook_update_calls", label: "Pod webhook calls on updates", unit: "n"},
+	{key: "webhook_update_mean_ms", label: "Pod webhook mean latency, updates (API server's view)", unit: "ms"},
+	{key: "webhook_create_calls", label: "Pod webhook calls on creations", unit: "n"},
+	{key: "webhook_create_mean_ms", label: "Pod webhook mean latency, creations", unit: "ms"},
 	{key: "ctrl_cpu_s", label: "controller CPU", unit: "s"},
 	{key: "ctrl_peak_rss_mib", label: "controller peak RSS", unit: "MiB"},
 	{key: "ctrl_rss_mib", label: "controller RSS after", unit: "MiB"},
@@ -297,6 +304,7 @@ var floorRows = []row{
 
 var rssRows = []row{
 	{key: "pool_pods", label: "pool Pods", unit: "n"},
+	{key: "other_cached_pods", label: "other labelled Pods the manager caches (benchmark pool, claimed)", unit: "n"},
 	{key: "available", label: "available at the end", unit: "n"},
 	{key: "time_to_all_s", label: "time to all available", unit: "s"},
 	{key: "ctrl_rss_mib", label: "manager RSS", unit: "MiB"},
@@ -394,7 +402,7 @@ func (r *results) printTables(w io.Writer) {
 		r.printScenario(w, s, floor)
 	}
 	if r.RSS10k != nil {
-		fmt.Fprintln(w, "\n== Manager memory with 10,000 pool Pods ==")
+		fmt.Fprintf(w, "\n== Manager memory with %d pool Pods ==\n", p.RSSPods)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "metric\tvalue\t")
 		for _, row := range rssRows {
@@ -433,6 +441,10 @@ func (r *results) printScenario(w io.Writer, s *scenarioResult, floor map[string
 		}
 		f, ok := floor[row.floorKey]
 		if !ok {
+			if !row.floorDiff && !rowPrinted(s.Key, row) {
+				fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t\n", row.label, unitSuffix(row.unit),
+					fmtSpread(a, row.unit), fmtSpread(b, row.unit), fmtRatio(a.Median, b.Median))
+			}
 			continue
 		}
 		floorName := floorLabelOf(row.floorKey)

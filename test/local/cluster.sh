@@ -71,7 +71,11 @@ up() {
   k kustomize "$repo/config/local" > "$state/operator.yaml"
   # The CRD and RBAC first; the webhook configurations once the manager serves them.
   grep -v '^$' "$state/operator.yaml" | awk 'BEGIN{RS="\n---\n"} !/kind: (Mutating|Validating)WebhookConfiguration/ {print $0 "\n---"}' | k apply --server-side -f - >/dev/null
-  k wait --for condition=Established crd/sandboxsets.agents.kruise.io --timeout 60s >/dev/null
+  # kubectl wait fails outright if the CRD has no conditions yet; poll instead.
+  for _ in $(seq 1 300); do
+    [ "$(k get crd sandboxsets.agents.kruise.io -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ] && break
+    sleep 0.2
+  done
   start_manager
   sed -e "s#WEBHOOK_ADDRESS#127.0.0.1:$WEBHOOK_PORT#" -e "s#CA_BUNDLE#$(base64 -w0 < "$state/certs/ca.crt")#" "$state/operator.yaml" \
     | awk 'BEGIN{RS="\n---\n"} /kind: (Mutating|Validating)WebhookConfiguration/ {print $0 "\n---"}' | k apply --server-side -f - >/dev/null

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+)
+
+// --- the floor -------------------------------------------------------------
+
+const floorLabel = "bench-floor"
+
+// setupFloor makes the namespace where the raw loop creates plain Pods:
+// no pool label, so no webhook, and no controller.
+func (b *bench) setupFloor(ctx context.Context) error {
+	ns, err := createNamespace(ctx, b.cs, "bench-floor-")
+	if err != nil {
+		return err
+	}
+	b.floorNS = ns
+	b.floorT, err = newTracker(ctx, b.cs, "floor", ns, floorLabel, func(pod *corev1.Pod) podClass {
+		if agentsv1alpha1.IsPodReady(pod) {
+			return classAvailable
+		}
+		return classCreating
+	})
+	return err
+}
+
+// floor measures what this cluster can do at best: N Pods created straight
+// against the API server, createParallelism at a time, until all are Ready;
+// then label patches on them, one at a time and A at once.
+func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
+	n, t := b.p.N, b.floorT
+	pods := b.cs.CoreV1().Pods(b.floorNS)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("floor-r%d-%d", rep, i)
+	}
+	t.setTarget(n)
+	m := metrics{}
+
+	start := time.Now()
+	err := parallel(ctx, b.p.CreateParallelism, n, func(ctx context.Context, i int) error {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: map[string]string{floorLabel: "true"}},
+			Spec:       sandboxTemplate(),
+		}
+		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating Pod %s/%s: %w", b.floorNS, names[i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		return m, err
+	}
+	created := time.Since(start)
+	m["create_s"] = created.Seconds()
+	m["create_per_s"] = float64(n) / created.Seconds()
+	// N ÷ (N ÷ created) is the creation time itself: the floor a controller
+	// that creates everything at once, at this cluster's create rate, reaches
+	// if every Pod then turned Ready after exactly the ready delay.
+	m["floor_formula_s"] = created.Seconds() + b.p.ReadyDelay.Seconds()
+	if err := t.waitFor(ctx, b.p.WaitTimeout, fmt.Sprintf("%d Ready", n), func(c counts) bool { return c.available >= n }); err != nil {
+		return m, err
+	}
+	m["ready_all_s"] = t.fullSince().Sub(start).Seconds()
+
+	patch := func(ctx context.Context, pod, value string) (time.Duration, error) {
+		body := fmt.Appendf(nil, `{"metadata":{"labels":{"bench-touch":%q}}}`, value)
+		start := time.Now()
+		if _, err := pods.Patch(ctx, pod, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
+			return 0, fmt.Errorf("patching Pod %s/%s: %w", b.floorNS, pod, err)
+		}
+		return time.Since(start), nil
+	}
+	serial := make([]time.Duration, n)
+	for i, pod := range names {
+		if serial[i], err = patch(ctx, pod, fmt.Sprintf("s%d", i)); err != nil {
+			return m, err
+		}
+	}
+	latencyMetrics(m, "patch_serial", serial)
+
+	concurrent := make([]time.Duration, b.p.Agents)
+	err = parallel(ctx, b.p.Agents, b.p.Agents, func(ctx context.Context, i int) error {
+		var err error
+		concurrent[i], err = patch(ctx, names[i%n], fmt.Sprintf("c%d", i))
+		return err
+	})
+	if err != nil {
+		return m, err
+	}
+	latencyMetrics(m, "patch_concurrent", concurrent)
+
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: floorLabel}); err != nil {
+		return m, fmt.Errorf("deleting the floor's Pods: %w", err)
+	}
+	return m, t.waitFor(ctx, b.p.WaitTimeout, "the floor's Pods gone", func(c counts) bool { return c.total() == 0 })
+}
+
+// parallel runs f for 0..n-1, width at a time, started together, and
+// returns the first error.
+func parallel(ctx context.Context, width, n int, f func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	jobs := make(chan int, n)
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	errs := make(chan error, width)
+	var wg sync.WaitGroup
+	for range min(width, n) {
+		wg.Go(func() {
+			for i := range jobs {
+				if err := f(ctx, i); err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return errors.Join(func() []error {
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return all
+	}()...)
+}
+
+// --- 10,000 pool Pods ------------------------------------------------------
+
+// rss10k fills pools totalling -rss10k-pods (10,000) Pods and reads the manager's memory
+// once they are all available: its cache must not grow with them.
+func (b *bench) rss10k(ctx context.Context) (metrics, error) {
+	const perPool, podsPerNode = 1000, 110
+	total := b.p.RSSPods
+	pools := (total + perPool - 1) / perPool
+	// Room for these, the two benchmark pools and what they hold, with slack.
+	nodes := max(b.p.Nodes, (total+4*b.p.N)/podsPerNode+10)
+	if nodes > b.p.Nodes {
+		logf("rss10k: scaling to %d nodes for room", nodes)
+		if err := b.cl.scaleNodes(ctx, nodes); err != nil {
+			return nil, err
+		}
+	}
+	ns, err := createNamespace(ctx, b.cs, "bench-rss-")
+	if err != nil {
+		return nil, err
+	}
+	b.rssNS = ns
+	t, err := newTracker(ctx, b.cs, "rss10k", ns, agentsv1alpha1.LabelSandboxSet, classifySandbox)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	t.setTarget(total)
+	cost := startCost(b.pids)
+	start := time.Now()
+	for i := range pools {
+		sbs := &agentsv1alpha1.SandboxSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("pool-%d", i)},
+			Spec: agentsv1alpha1.SandboxSetSpec{
+				Replicas: int32(min(perPool, total-i*perPool)),
+				Template: corev1.PodTemplateSpec{Spec: sandboxTemplate()},
+			},
+		}
+		if err := b.c.Create(ctx, sbs); err != nil {
+			return nil, fmt.Errorf("creating SandboxSet %s/%s: %w", ns, sbs.Name, err)
+		}
+	}
+	// The manager caches every Pod with the pool label, so the benchmark's
+	// own pool and the sandboxes claimed from it count too.
+	m := metrics{"pool_pods": float64(total), "other_cached_pods": float64(b.sbs.tracker().counts().total())}
+	err = t.waitFor(ctx, b.p.RSSTimeout, fmt.Sprintf("%d available", total), func(c counts) bool { return c.available >= total })
+	if err == nil {
+		m["time_to_all_s"] = t.fullSince().Sub(start).Seconds()
+	}
+	m["available"] = float64(t.counts().available)
+	cost.stop(m)
+	controllerCost(m, procManager)
+	return m, err
+}

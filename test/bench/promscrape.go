@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// What the API server and the manager count themselves, read from their
+// Prometheus endpoints before and after each run: the Pod webhook's calls
+// and time as the API server sees them (what the webhook adds to every
+// write it judges), and the manager's own Pod writes by result and its
+// claim-to-replacement time.
+const (
+	podWebhook      = "mpod.agents.kruise.io"
+	webhookDuration = "apiserver_admission_webhook_admission_duration_seconds_"
+	managerOps      = "sandboxset_pod_operations_total"
+	managerRefill   = "sandboxset_claim_to_replacement_seconds_"
+)
+
+// counters are running totals by key.
+type counters map[string]float64
+
+// promLines calls f for every sample line whose metric name starts with
+// prefix, with the name after the prefix, the label text and the value.
+func promLines(body []byte, prefix string, f func(suffix, labels string, v float64)) error {
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		v, err := strconv.ParseFloat(rest[i+1:], 64)
+		if i < 0 || err != nil {
+			continue
+		}
+		suffix, labels, _ := strings.Cut(rest[:i], "{")
+		f(suffix, labels, v)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading metrics: %w", err)
+	}
+	return nil
+}
+
+// labelValue returns a label's value in a sample's label text.
+func labelValue(labels, label string) string {
+	_, after, ok := strings.Cut(labels, label+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(after, `"`)
+	return v
+}
+
+// webhookCounters reads webhook_<op>_seconds and webhook_<op>_calls for
+// the Pod webhook from the API server's admission histogram.
+func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, error) {
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the API server's metrics: %w", err)
+	}
+	out := counters{}
+	err = promLines(body, webhookDuration, func(suffix, labels string, v float64) {
+		if labelValue(labels, "name") != podWebhook {
+			return
+		}
+		op := strings.ToLower(labelValue(labels, "operation"))
+		switch suffix {
+		case "sum":
+			out["webhook_"+op+"_seconds"] += v
+		case "count":
+			out["webhook_"+op+"_calls"] += v
+		}
+	})
+	return out, err
+}
+
+// managerCounters reads the manager's Pod writes (mgr_<operation>_<result>)
+// and its claim-to-replacement totals from its metrics endpoint.
+func managerCounters(ctx context.Context, addr string) (counters, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	out := counters{}
+	err = promLines(body, managerOps, func(_, labels string, v float64) {
+		out["mgr_"+labelValue(labels, "operation")+"_"+labelValue(labels, "result")] += v
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = promLines(body, managerRefill, func(suffix, _ string, v float64) {
+		switch suffix {
+		case "sum":
+			out["replacement_seconds"] += v
+		case "count":
+			out["replacement_count"] += v
+		}
+	})
+	return out, err
+}
+
+// selfMeter takes the two endpoints' counters over one run.
+type selfMeter struct {
+	cs          kubernetes.Interface
+	managerAddr string
+	hooks, mgr  counters
+}
+
+func startSelfMeter(ctx context.Context, cs kubernetes.Interface, managerAddr string) *selfMeter {
+	m := &selfMeter{cs: cs, managerAddr: managerAddr}
+	var err error
+	if m.hooks, err = webhookCounters(ctx, cs); err != nil {
+		logf("warning: %v; the webhook's latency is not reported", err)
+	}
+	if m.mgr, err = managerCounters(ctx, managerAddr); err != nil {
+		logf("warning: %v; the manager's writes are not reported", err)
+	}
+	return m
+}
+
+// stop adds the deltas: webhook_<op>_calls and webhook_<op>_mean_ms;
+// mgr_<operation>_<result>, mgr_writes and mgr_writes_refused; and
+// replacement_mean_ms, the manager's mean time from a claim to its
+// replacement's creation.
+func (s *selfMeter) stop(ctx context.Context, m metrics) {
+	if s.hooks != nil {
+		if after, err := webhookCounters(ctx, s.cs); err == nil {
+			d := delta(s.hooks, after)
+			for _, op := range []string{"create", "update"} {
+				calls := d["webhook_"+op+"_calls"]
+				m["webhook_"+op+"_calls"] = calls
+				if calls > 0 {
+					m["webhook_"+op+"_mean_ms"] = 1000 * d["webhook_"+op+"_seconds"] / calls
+				}
+			}
+		}
+	}
+	if s.mgr != nil {
+		if after, err := managerCounters(ctx, s.managerAddr); err == nil {
+			d := delta(s.mgr, after)
+			var writes, refused float64
+			for k, v := range d {
+				if !strings.HasPrefix(k, "mgr_") {
+					continue
+				}
+				m[k] = v
+				writes += v
+				if !strings.HasSuffix(k, "_success") {
+					refused += v
+				}
+			}
+			m["mgr_writes"], m["mgr_writes_refused"] = writes, refused
+			if n := d["replacement_count"]; n > 0 {
+				m["replacement_mean_ms"] = 1000 * d["replacement_seconds"] / n
+			}
+		}
+	}
+}
+
+func delta(before, after counters) counters {
+	out := counters{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
+}
