@@ -72,12 +72,17 @@ func computePlan(p pool, replicas int32, maxUnavailable int, updateRevision stri
 	out.delete = append(out.delete, p.finished...)
 
 	desired := int(replicas)
-	candidates := sortForDeletion(p.active, updateRevision)
-	keep := candidates
-	if excess := len(p.active) + p.pendingCreates - desired; excess > 0 {
-		n := min(excess, len(candidates))
-		out.delete = append(out.delete, candidates[:n]...)
-		keep = candidates[n:]
+	keep := p.active
+	excess := len(p.active) + p.pendingCreates - desired
+	if excess > 0 || hasOldRevision(p.active, updateRevision) {
+		// Ordering is only needed to choose victims; a steady pool skips
+		// it, which matters when every Pod event of a large pool costs a pass.
+		keep = sortForDeletion(p.active, updateRevision)
+	}
+	if excess > 0 {
+		n := min(excess, len(keep))
+		out.delete = append(out.delete, keep[:n]...)
+		keep = keep[n:]
 	} else {
 		out.create = -excess
 	}
@@ -118,20 +123,40 @@ func computePlan(p pool, replicas int32, maxUnavailable int, updateRevision stri
 
 // sortForDeletion orders Pods so that the cheapest to lose come first:
 // creating before available, old revisions before the update revision, then
-// the newest first.
+// the newest first. The keys are computed once per Pod, not per comparison.
 func sortForDeletion(pods []*corev1.Pod, updateRevision string) []*corev1.Pod {
-	sorted := append([]*corev1.Pod(nil), pods...)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		a, b := sorted[i], sorted[j]
-		if x, y := isAvailable(a), isAvailable(b); x != y {
-			return !x
+	type keyed struct {
+		pod                *corev1.Pod
+		available, updated bool
+	}
+	keys := make([]keyed, len(pods))
+	for i, pod := range pods {
+		keys[i] = keyed{pod: pod, available: isAvailable(pod), updated: revisionOf(pod) == updateRevision}
+	}
+	sort.SliceStable(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.available != b.available {
+			return !a.available
 		}
-		if x, y := revisionOf(a) == updateRevision, revisionOf(b) == updateRevision; x != y {
-			return !x
+		if a.updated != b.updated {
+			return !a.updated
 		}
-		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+		return b.pod.CreationTimestamp.Before(&a.pod.CreationTimestamp)
 	})
+	sorted := make([]*corev1.Pod, len(keys))
+	for i, k := range keys {
+		sorted[i] = k.pod
+	}
 	return sorted
+}
+
+func hasOldRevision(pods []*corev1.Pod, updateRevision string) bool {
+	for _, pod := range pods {
+		if revisionOf(pod) != updateRevision {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveMaxUnavailable turns the update strategy into a Pod count. A

@@ -117,8 +117,12 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 }
 
 func (r *SandboxSetReconciler) listPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) ([]*corev1.Pod, error) {
+	// The cache's own objects, not copies: a pool of thousands is listed on
+	// every pass. Everything below only reads them, and every write starts
+	// from a DeepCopy or a fresh object.
 	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(sbs.Namespace), client.MatchingFields{IndexSandboxSet: sbs.Name}); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(sbs.Namespace), client.MatchingFields{IndexSandboxSet: sbs.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing Pods of SandboxSet: %w", err)
 	}
 	pods := make([]*corev1.Pod, len(list.Items))
@@ -267,7 +271,7 @@ func (r *SandboxSetReconciler) relabelPods(ctx context.Context, pods []*corev1.P
 // webhook makes it in the claim itself, and then this finds nothing to do.
 func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pods []*corev1.Pod) error {
 	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
-		pod := pods[i]
+		pod := pods[i].DeepCopy() // Patch writes the response into it
 		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q},"ownerReferences":[{"$patch":"delete","uid":%q}],"uid":%q}}`,
 			agentsv1alpha1.LabelState, agentsv1alpha1.StateClaimed, sbs.UID, pod.UID)
 		err := r.Patch(ctx, pod, client.RawPatch(types.StrategicMergePatchType, []byte(patch)))

@@ -35,6 +35,7 @@ import (
 type options struct {
 	metricsAddr   string
 	probeAddr     string
+	pprofAddr     string
 	leaderElect   bool
 	leaseDuration time.Duration
 	renewDeadline time.Duration
@@ -58,6 +59,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address to serve Go's pprof profiles on, e.g. 127.0.0.1:6060; empty disables it.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader, so that only one manager replica runs the controller at a time. Every replica serves webhooks.")
 	flag.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal: the longest a crashed leader leaves the pool unattended.")
 	flag.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up leading; less than the lease duration.")
@@ -109,6 +111,7 @@ func run(ctx context.Context, o options) error {
 		Cache:                         controllers.CacheOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "sandboxset-manager.agents.kruise.io",
 		LeaderElectionNamespace:       o.leaseNS,
