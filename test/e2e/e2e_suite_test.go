@@ -30,6 +30,7 @@ import (
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/podtrack"
+	"github.com/sandboxset/warmpool/test/poolcheck"
 )
 
 const (
@@ -135,28 +136,16 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 	}
 }
 
-// podsOf lists a pool's Pods, optionally only those in one state.
+// podsOf lists a pool's Pods straight from the API server, optionally only
+// those in one state.
 func podsOf(ctx context.Context, g Gomega, sbs *agentsv1alpha1.SandboxSet, state ...agentsv1alpha1.SandboxState) []corev1.Pod {
-	selector := client.MatchingLabels{agentsv1alpha1.LabelSandboxSet: sbs.Name}
-	if len(state) == 1 {
-		selector[agentsv1alpha1.LabelState] = string(state[0])
-	}
-	list := &corev1.PodList{}
-	g.Expect(k8sClient.List(ctx, list, client.InNamespace(sbs.Namespace), selector)).To(Succeed())
-	return list.Items
+	return poolcheck.Pods(ctx, g, k8sClient, sbs, state...)
 }
 
-// expectPool waits until the status and the Pods show replicas/available.
+// expectPool waits until the pool is at replicas/available.
 func expectPool(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, replicas, available int32) {
 	GinkgoHelper()
-	Eventually(func(g Gomega) {
-		got := &agentsv1alpha1.SandboxSet{}
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-		g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
-		g.Expect(got.Status.Replicas).To(Equal(replicas), "status.replicas")
-		g.Expect(got.Status.AvailableReplicas).To(Equal(available), "status.availableReplicas")
-		g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(int(available)))
-	}, timeout, interval).Should(Succeed())
+	poolcheck.ExpectPool(ctx, k8sClient, sbs, replicas, available, timeout, interval)
 }
 
 // managerPID is manager instance i, as test/local/cluster.sh started it.
