@@ -22,6 +22,7 @@ import (
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/kubelet"
+	"github.com/sandboxset/warmpool/test/poolcheck"
 )
 
 var _ = Describe("SandboxSet warm pool", func() {
@@ -208,15 +209,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 			pod = pods[0]
 		}, timeout, interval).Should(Succeed())
 		Expect(kubelet.SetUnschedulable(ctx, k8sClient, &pod, "0/3 nodes are available: 3 Insufficient cpu.")).To(Succeed())
-		Eventually(func(g Gomega) {
-			got := &agentsv1alpha1.SandboxSet{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-			ready := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReady)
-			g.Expect(ready).NotTo(BeNil())
-			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-			g.Expect(ready.Reason).To(Equal(agentsv1alpha1.ReasonUnschedulable))
-			g.Expect(ready.Message).To(ContainSubstring("Insufficient cpu"))
-		}, timeout, interval).Should(Succeed())
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReady, metav1.ConditionFalse, agentsv1alpha1.ReasonUnschedulable,
+			"Insufficient cpu", timeout, interval)
 		Consistently(func(g Gomega) {
 			g.Expect(podsOf(ctx, g, sbs)).To(ConsistOf(HaveField("UID", pod.UID)))
 		}, holdFor, interval).Should(Succeed())
@@ -225,15 +219,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 	It("says when a quota refuses Pods, and fills the pool once the quota allows", func(ctx SpecContext) {
 		quota := setPodQuota(ctx, ns, nil, 2)
 		create(ctx, 3)
-		Eventually(func(g Gomega) {
-			got := &agentsv1alpha1.SandboxSet{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-			failure := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)
-			g.Expect(failure).NotTo(BeNil())
-			g.Expect(failure.Status).To(Equal(metav1.ConditionTrue))
-			g.Expect(failure.Reason).To(Equal(agentsv1alpha1.ReasonQuotaExceeded))
-			g.Expect(failure.Message).To(ContainSubstring("exceeded quota"))
-		}, timeout, interval).Should(Succeed())
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReplicaFailure, metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaExceeded,
+			"exceeded quota", timeout, interval)
 		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
 
 		By("backing off: counting refused creations over 5 s")

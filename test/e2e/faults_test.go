@@ -19,7 +19,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +26,7 @@ import (
 	"github.com/sandboxset/warmpool/api/claim"
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/podtrack"
+	"github.com/sandboxset/warmpool/test/poolcheck"
 )
 
 // Each fault spec states what may be lost: nothing. They stop and start
@@ -187,14 +187,8 @@ var _ = Describe("Faults", Serial, func() {
 		}, timeout, interval).Should(Succeed())
 		sbs := newSandboxSet(ns, "demo", 8)
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
-		Eventually(func(g Gomega) {
-			got := &agentsv1alpha1.SandboxSet{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-			failure := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)
-			g.Expect(failure).NotTo(BeNil())
-			g.Expect(failure.Reason).To(Equal(agentsv1alpha1.ReasonQuotaExceeded))
-			g.Expect(failure.Message).To(ContainSubstring("exceeded quota"))
-		}, timeout, interval).Should(Succeed())
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReplicaFailure, metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaExceeded,
+			"exceeded quota", timeout, interval)
 
 		By("counting refused creations over 10 s, after 5 s of refusals: a backoff, not a hot loop")
 		time.Sleep(5 * time.Second)
@@ -277,14 +271,8 @@ var _ = Describe("Faults", Serial, func() {
 		sbs := newSandboxSet(ns, "demo", 2)
 		sbs.Spec.Template.Spec.NodeSelector = map[string]string{"sandbox.example.com/gpu": "h100"}
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
-		Eventually(func(g Gomega) {
-			got := &agentsv1alpha1.SandboxSet{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-			ready := meta.FindStatusCondition(got.Status.Conditions, agentsv1alpha1.ConditionReady)
-			g.Expect(ready).NotTo(BeNil())
-			g.Expect(ready.Reason).To(Equal(agentsv1alpha1.ReasonUnschedulable))
-			g.Expect(ready.Message).To(ContainSubstring("node(s) didn't match Pod's node affinity/selector"))
-		}, timeout, interval).Should(Succeed())
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReady, metav1.ConditionFalse, agentsv1alpha1.ReasonUnschedulable,
+			"node(s) didn't match Pod's node affinity/selector", timeout, interval)
 		uids := []string{}
 		for _, pod := range podsOf(ctx, Default, sbs) {
 			uids = append(uids, string(pod.UID))

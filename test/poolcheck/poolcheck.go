@@ -9,6 +9,8 @@ import (
 	. "github.com/onsi/ginkgo/v2" //nolint:revive // Ginkgo's DSL
 	. "github.com/onsi/gomega"    //nolint:revive // Gomega's DSL
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -36,5 +38,21 @@ func ExpectPool(ctx context.Context, c client.Client, sbs *agentsv1alpha1.Sandbo
 		g.Expect(got.Status.Replicas).To(Equal(replicas), "status.replicas")
 		g.Expect(got.Status.AvailableReplicas).To(Equal(available), "status.availableReplicas")
 		g.Expect(Pods(ctx, g, c, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(int(available)), "Pods labelled available")
+	}, timeout, interval).Should(Succeed())
+}
+
+// ExpectCondition waits until the SandboxSet's condition condType has the
+// given status and reason, and a message containing message.
+func ExpectCondition(ctx context.Context, c client.Client, sbs *agentsv1alpha1.SandboxSet, condType string,
+	status metav1.ConditionStatus, reason, message string, timeout, interval time.Duration) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		got := &agentsv1alpha1.SandboxSet{}
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+		cond := meta.FindStatusCondition(got.Status.Conditions, condType)
+		g.Expect(cond).NotTo(BeNil(), condType)
+		g.Expect(cond.Status).To(Equal(status), condType)
+		g.Expect(cond.Reason).To(Equal(reason), condType)
+		g.Expect(cond.Message).To(ContainSubstring(message), condType)
 	}, timeout, interval).Should(Succeed())
 }
