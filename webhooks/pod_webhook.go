@@ -36,7 +36,20 @@ type PodWebhook struct {
 	now     func() time.Time
 }
 
-// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]}}`
+// The API server calls the Pod webhook only where it has something to
+// decide, since every call is a round trip on a claim's or a refill's path:
+//   - the objectSelector keeps every other Pod in the cluster away;
+//   - changes-pool-labels skips updates that leave the four pool labels alone
+//     (the webhook admits those unchanged), such as an agent's own labels on
+//     its sandbox;
+//   - not-the-manager skips the manager's own updates, such as moving a Pod
+//     between creating and available. It is only a shortcut: a manager that
+//     runs under another name is simply judged as it would be without it.
+//     config/default and config/local rewrite its namespace and name.
+//
+// Creations always reach it: it stamps every new pool Pod.
+//
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-pool-labels","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue(''))"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
 
 // Default admits a pool Pod's creation or update, completing it where the
 // operator owes it something: a new Pod's stamps, a claim's release.

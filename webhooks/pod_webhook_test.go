@@ -16,8 +16,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/envtestenv"
 	"github.com/sandboxset/warmpool/test/kubelet"
 )
 
@@ -168,6 +170,32 @@ var _ = Describe("Pool Pod admission", func() {
 		Expect(err.Error()).To(ContainSubstring("only the SandboxSet controller creates warm sandboxes"))
 	})
 
+	It("is called only for writes it has to judge", func(ctx SpecContext) {
+		pod := warmPool(ctx, 1)[0]
+		manager, err := env.UserClient(envtestenv.ManagerUser, "system:masters")
+		Expect(err).NotTo(HaveOccurred())
+		calls := podWebhookCalls()
+
+		By("an agent's own label on a warm Pod, and the manager moving the Pod between states")
+		Expect(agent.Patch(ctx, &pod, labelPatch(map[string]*string{"app": ptrTo("mine")}))).To(Succeed())
+		Expect(manager.Patch(ctx, &pod, labelPatch(map[string]*string{agentsv1alpha1.LabelState: ptrTo("creating")}))).To(Succeed())
+		Expect(manager.Patch(ctx, &pod, labelPatch(map[string]*string{agentsv1alpha1.LabelState: ptrTo("available")}))).To(Succeed())
+		Expect(podWebhookCalls()).To(Equal(calls), "none of these writes reached the webhook")
+
+		By("a claim, which it must judge and complete")
+		claimed, err := claimAs(ctx, agent, &pod, "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(claimed.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+		Expect(podWebhookCalls()).To(BeNumerically(">", calls))
+
+		By("the holder's own label on its sandbox, and a forged state that the webhook still sees and refuses")
+		calls = podWebhookCalls()
+		Expect(agent.Patch(ctx, claimed, labelPatch(map[string]*string{"task": ptrTo("build")}))).To(Succeed())
+		Expect(podWebhookCalls()).To(Equal(calls))
+		err = agent.Patch(ctx, claimed, labelPatch(map[string]*string{agentsv1alpha1.LabelState: ptrTo("available")}))
+		Expect(err).To(MatchError(ContainSubstring("a claimed sandbox stays claimed")))
+	})
+
 	It("lets exactly one of 50 racing agents win each of 10 sandboxes", func(ctx SpecContext) {
 		available := warmPool(ctx, 10)
 		type result struct {
@@ -237,3 +265,25 @@ func pods(ctx context.Context, g Gomega, ns string, state agentsv1alpha1.Sandbox
 }
 
 func ptrTo(s string) *string { return &s }
+
+// podWebhookCalls is how many requests the Pod webhook has served, from
+// controller-runtime's own metric: the webhook server runs in this process.
+func podWebhookCalls() float64 {
+	GinkgoHelper()
+	families, err := ctrlmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	var calls float64
+	for _, family := range families {
+		if family.GetName() != "controller_runtime_webhook_requests_total" {
+			continue
+		}
+		for _, m := range family.GetMetric() {
+			for _, label := range m.GetLabel() {
+				if label.GetName() == "webhook" && label.GetValue() == "/mutate--v1-pod" {
+					calls += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return calls
+}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/test/envtestenv"
 )
 
 var _ = Describe("SandboxSet admission", func() {
@@ -129,6 +130,11 @@ var _ = Describe("The install manifests", func() {
 			Expect(string(rendered)).To(ContainSubstring("kind: "+kind), kind)
 		}
 		Expect(string(rendered)).To(ContainSubstring("cert-manager.io/inject-ca-from: sandboxset-system/sandboxset-serving-cert"))
+		// The Pod webhook's not-the-manager condition names the manager's
+		// ServiceAccount as kustomize names it (the identity these suites
+		// run the manager under).
+		Expect(envtestenv.ManagerUser).To(Equal("system:serviceaccount:sandboxset-system:sandboxset-controller-manager"))
+		Expect(string(rendered)).To(MatchRegexp(`request\.userInfo\.username != 'system:serviceaccount:'\s+\+ 'sandboxset-system' \+ ':' \+ 'sandboxset-controller-manager'`))
 
 		// The webhook configurations would point the API server at a
 		// Service that does not run here, so the apply is a server-side dry
