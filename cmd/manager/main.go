@@ -12,6 +12,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,6 +93,7 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
+	setMemoryLimit(log)
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(agentsv1alpha1.AddToScheme(scheme))
@@ -214,4 +217,20 @@ func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 		return "", errors.New("the API server returned no username for the manager; set --manager-username")
 	}
 	return review.Status.UserInfo.Username, nil
+}
+
+// setMemoryLimit gives the Go runtime a soft memory limit at 90% of the
+// container's (AUTOMEMLIMIT changes the ratio; GOMEMLIMIT, if set, wins).
+// Filling a large pool decodes Pods faster than the default GC pacing frees
+// them, and without a limit the heap may double its live size before a
+// collection, straight into the OOM killer.
+func setMemoryLimit(log logr.Logger) {
+	limit, err := memlimit.SetGoMemLimitWithOpts(memlimit.WithProvider(memlimit.FromCgroup))
+	switch {
+	case errors.Is(err, memlimit.ErrNoLimit):
+	case err != nil:
+		log.Info("Could not read the container's memory limit; Go's memory limit is unchanged", "error", err.Error())
+	case limit > 0:
+		log.Info("Set Go's soft memory limit from the container's", "bytes", limit)
+	}
 }
