@@ -2,6 +2,11 @@
 // gives them back. It speaks only the Pod-level contract (the pool labels and
 // the claim webhook's answers), so an agent needs no more rights than the
 // Role in config/rbac/agent_role.yaml, plus create on Pods for cold claims.
+//
+// Client.Claim lists the pool on every claim. A long-lived process that
+// claims often should use a Picker (Client.NewPicker) instead: it watches the
+// pool's available sandboxes, so a claim is one write. It needs list and
+// watch on Pods, which that Role grants.
 package claim
 
 import (
@@ -78,6 +83,16 @@ func New(c client.WithWatch) *Client {
 // and claims it with one label patch that the claim webhook makes atomic. A
 // lost race moves on to another sandbox, up to opts.MaxAttempts claims.
 func (c *Client) Claim(ctx context.Context, namespace, sandboxSet, agent string, opts ClaimOptions) (*Sandbox, error) {
+	return c.claim(ctx, namespace, sandboxSet, agent, opts, func(ctx context.Context, a *attempt) (*corev1.Pod, error) {
+		return a.run(ctx)
+	})
+}
+
+// claim is a Claim with the way of picking sandboxes left to run: listing
+// (Client) or a watched set (Picker). Validation, results and errors are
+// the same for both.
+func (c *Client) claim(ctx context.Context, namespace, sandboxSet, agent string, opts ClaimOptions,
+	run func(context.Context, *attempt) (*corev1.Pod, error)) (*Sandbox, error) {
 	if agent == "" {
 		return nil, errors.New("an agent id is required: it becomes the sandbox's claimed-by label")
 	}
@@ -88,7 +103,7 @@ func (c *Client) Claim(ctx context.Context, namespace, sandboxSet, agent string,
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
 	a := &attempt{Client: c, namespace: namespace, sandboxSet: sandboxSet, agent: agent, opts: opts, start: time.Now()}
-	pod, err := a.run(ctx)
+	pod, err := run(ctx, a)
 	if err != nil {
 		return nil, err
 	}
@@ -133,16 +148,21 @@ func (a *attempt) run(ctx context.Context) (*corev1.Pod, error) {
 			pods = []*corev1.Pod{pod}
 		}
 		if a.claims == a.opts.MaxAttempts {
-			return nil, &kindError{kind: ErrLostRaces, msg: fmt.Sprintf(
-				"other agents took each of the %d sandboxes tried in SandboxSet %s/%s; retry, or raise --max-attempts",
-				a.claims, a.namespace, a.sandboxSet)}
+			return nil, a.lostRaces()
 		}
 		a.claims++
-		claimed, err := a.claimPod(ctx, pods[rand.IntN(len(pods))])
+		claimed, err := a.claimPod(ctx, pods[rand.IntN(len(pods))].Name)
 		if err == nil || !lostRace(err) {
 			return claimed, err
 		}
 	}
+}
+
+// lostRaces is the error once every one of MaxAttempts claims lost its race.
+func (a *attempt) lostRaces() error {
+	return &kindError{kind: ErrLostRaces, msg: fmt.Sprintf(
+		"other agents took each of the %d sandboxes tried in SandboxSet %s/%s; retry, or raise --max-attempts",
+		a.claims, a.namespace, a.sandboxSet)}
 }
 
 // available lists the pool's claimable sandboxes, and the resourceVersion
@@ -150,19 +170,31 @@ func (a *attempt) run(ctx context.Context) (*corev1.Pod, error) {
 // every claim's path, a large pool's full Pods are megabytes, and the claim
 // webhook checks readiness against the stored Pod anyway.
 func (a *attempt) available(ctx context.Context) ([]*corev1.Pod, string, error) {
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	list := podMetadataList()
 	if err := a.c.List(ctx, list, client.InNamespace(a.namespace), availableLabels(a.sandboxSet)); err != nil {
 		return nil, "", apiError(err, "list", "pods", a.namespace, agentRoleHint)
 	}
 	var pods []*corev1.Pod
 	for i := range list.Items {
-		pod := &corev1.Pod{ObjectMeta: list.Items[i].ObjectMeta}
-		if pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) {
-			pods = append(pods, pod)
+		if unclaimed(&list.Items[i]) {
+			pods = append(pods, &corev1.Pod{ObjectMeta: list.Items[i].ObjectMeta})
 		}
 	}
 	return pods, list.ResourceVersion, nil
+}
+
+// podMetadataList is an empty list of Pods' metadata, which the client
+// serves with the API server's metadata-only encoding.
+func podMetadataList() *metav1.PartialObjectMetadataList {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	return list
+}
+
+// unclaimed is what a Pod's metadata says of it: it is neither claimed nor
+// terminating. Readiness is in its status, which the claim webhook checks.
+func unclaimed(m *metav1.PartialObjectMetadata) bool {
+	return m.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(&corev1.Pod{ObjectMeta: m.ObjectMeta})
 }
 
 func availableLabels(sandboxSet string) client.MatchingLabels {
@@ -181,17 +213,17 @@ func claimable(pod *corev1.Pod) bool {
 // claimPod sends the claim: a merge patch of the holder label alone, with
 // no resourceVersion, so the API server judges it against the stored Pod.
 // The response is the Pod as stored, already marked claimed by the webhook.
-func (a *attempt) claimPod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error) {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{agentsv1alpha1.LabelClaimedBy: a.agent}}})
 	if err != nil {
 		return nil, err
 	}
-	claimed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
+	claimed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: a.namespace, Name: name}}
 	if err := a.c.Patch(ctx, claimed, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		if apierrors.IsForbidden(err) {
 			return nil, apiError(err, "patch", "pods", a.namespace, agentRoleHint)
 		}
-		return nil, fmt.Errorf("claiming sandbox %s: %w", pod.Name, err)
+		return nil, fmt.Errorf("claiming sandbox %s: %w", name, err)
 	}
 	return claimed, nil
 }

@@ -2,9 +2,8 @@ package claim
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sync"
+	"slices"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -22,16 +21,6 @@ import (
 )
 
 var _ = Describe("Claim", func() {
-	var (
-		ns    string
-		agent *Client
-	)
-
-	BeforeEach(func(ctx SpecContext) {
-		ns = newNamespace(ctx)
-		agent = agentClient(ctx, ns, "agent-user")
-	})
-
 	It("takes an available sandbox in one write", func(ctx SpecContext) {
 		newPool(ctx, ns, "demo", 2, true)
 		before := time.Now().Add(-time.Second)
@@ -49,40 +38,8 @@ var _ = Describe("Claim", func() {
 
 	It("gives each of 10 sandboxes to exactly one of 20 racing agents", func(ctx SpecContext) {
 		newPool(ctx, ns, "demo", 10, true)
-		type result struct {
-			agent string
-			sbx   *Sandbox
-			err   error
-		}
-		results := make(chan result, 20)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range 20 {
-			wg.Go(func() {
-				defer GinkgoRecover()
-				id := fmt.Sprintf("agent-%d", i)
-				<-start
-				sbx, err := agent.Claim(ctx, ns, "demo", id, ClaimOptions{})
-				results <- result{agent: id, sbx: sbx, err: err}
-			})
-		}
-		close(start)
-		wg.Wait()
-		close(results)
-
-		winners := map[string]string{}
-		for r := range results {
-			if r.err != nil {
-				Expect(errors.Is(r.err, ErrPoolEmpty) || errors.Is(r.err, ErrLostRaces)).To(BeTrue(), "a loser is told why, got %v", r.err)
-				continue
-			}
-			Expect(winners).NotTo(HaveKey(r.sbx.Name), "two agents were told they hold %s", r.sbx.Name)
-			winners[r.sbx.Name] = r.agent
-		}
-		Expect(winners).To(HaveLen(10))
-		for name, holder := range winners {
-			Expect(storedPod(ctx, ns, name).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, holder))
-		}
+		claim := func(id string) (*Sandbox, error) { return agent.Claim(ctx, ns, "demo", id, ClaimOptions{}) }
+		Expect(raceClaims(ctx, ns, slices.Repeat([]claimer{claim}, 20))).To(HaveLen(10))
 	})
 
 	It("waits for a sandbox to become available, and takes it at once", func(ctx SpecContext) {
@@ -204,16 +161,6 @@ var _ = Describe("Claim", func() {
 })
 
 var _ = Describe("Pools, claimed sandboxes and Release", func() {
-	var (
-		ns    string
-		agent *Client
-	)
-
-	BeforeEach(func(ctx SpecContext) {
-		ns = newNamespace(ctx)
-		agent = agentClient(ctx, ns, "agent-user")
-	})
-
 	It("lists pools and who holds what", func(ctx SpecContext) {
 		sbs := newPool(ctx, ns, "demo", 3, true)
 		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})

@@ -2,6 +2,9 @@ package claim
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +32,11 @@ const (
 var (
 	env   *envtestenv.Env
 	admin client.Client // cluster admin, for setting up and checking
+
+	// Each spec gets a namespace of its own, and an agent holding the
+	// example agent Role in it.
+	ns    string
+	agent *Client
 )
 
 func TestClaim(t *testing.T) {
@@ -48,6 +56,11 @@ var _ = AfterSuite(func() {
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())
 	}
+})
+
+var _ = BeforeEach(func(ctx SpecContext) {
+	ns = newNamespace(ctx)
+	agent = agentClient(ctx, ns, "agent-user")
 })
 
 func registerWebhooks(mgr ctrl.Manager) error {
@@ -130,4 +143,48 @@ func storedPod(ctx context.Context, ns, name string) *corev1.Pod {
 	pod := &corev1.Pod{}
 	Expect(admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pod)).To(Succeed())
 	return pod
+}
+
+// claimer claims a sandbox for an agent id, one of the ways under test.
+type claimer func(agent string) (*Sandbox, error)
+
+// raceClaims releases the claims at once, each for an agent of its own, and
+// returns who won what: each sandbox to one agent, as its stored Pod says,
+// and every loser told why.
+func raceClaims(ctx context.Context, ns string, claims []claimer) map[string]string {
+	GinkgoHelper()
+	type result struct {
+		agent string
+		sbx   *Sandbox
+		err   error
+	}
+	results := make(chan result, len(claims))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, claim := range claims {
+		wg.Go(func() {
+			id := fmt.Sprintf("agent-%d", i)
+			<-start
+			sbx, err := claim(id)
+			results <- result{agent: id, sbx: sbx, err: err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+
+	winners := map[string]string{}
+	for r := range results {
+		if r.err != nil {
+			Expect(errors.Is(r.err, ErrPoolEmpty) || errors.Is(r.err, ErrLostRaces)).To(BeTrue(), "a loser is told why, got %v", r.err)
+			continue
+		}
+		Expect(winners).NotTo(HaveKey(r.sbx.Name), "two agents were told they hold %s", r.sbx.Name)
+		Expect(r.sbx.Agent).To(Equal(r.agent))
+		winners[r.sbx.Name] = r.agent
+	}
+	for name, holder := range winners {
+		Expect(storedPod(ctx, ns, name).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, holder))
+	}
+	return winners
 }
