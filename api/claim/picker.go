@@ -47,6 +47,7 @@ func (c *Client) NewPicker(ctx context.Context, namespace, sandboxSet string) (*
 	store, informer := cache.NewInformerWithOptions(cache.InformerOptions{
 		ListerWatcher: p.listWatch(refused),
 		ObjectType:    &metav1.PartialObjectMetadata{},
+		Transform:     dropManagedFields,
 		Handler: cache.ResourceEventHandlerFuncs{
 			AddFunc:    p.observe,
 			UpdateFunc: func(_, obj any) { p.observe(obj) },
@@ -70,6 +71,15 @@ func (c *Client) NewPicker(ctx context.Context, namespace, sandboxSet string) (*
 		p.Stop()
 		return nil, fmt.Errorf("watching SandboxSet %s/%s for available sandboxes: %w", namespace, sandboxSet, ctx.Err())
 	}
+}
+
+// dropManagedFields keeps the store lean: a Pod's managedFields are most of
+// its metadata, and nothing here reads them.
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		m.ManagedFields = nil
+	}
+	return obj, nil
 }
 
 func newPicker(c *Client, namespace, sandboxSet string) *Picker {
