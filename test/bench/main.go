@@ -40,6 +40,9 @@ import (
 const (
 	profileDefault = "default" // the control plane components' own client QPS limits
 	profileNoQPS   = "noqps"   // kwokctl --disable-qps-limits
+
+	claimPicker = "picker" // SandboxSet claims through one shared claim.Picker
+	claimList   = "list"   // SandboxSet claims through claim.Client.Claim
 )
 
 // params are the run's knobs, recorded with its results.
@@ -56,6 +59,7 @@ type params struct {
 	CreateParallelism int           `json:"createParallelism"`
 	ClusterName       string        `json:"clusterName"`
 	Scenarios         string        `json:"scenarios"`
+	Claim             string        `json:"claim"`
 	Timeout           time.Duration `json:"timeoutNanoseconds"`
 	WaitTimeout       time.Duration `json:"waitTimeoutNanoseconds"`
 	RSS10k            bool          `json:"rss10k"`
@@ -82,6 +86,7 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.Profile, "profile", profileDefault, "control plane profile: default (components' own client QPS limits) or noqps (kwokctl --disable-qps-limits)")
 	fs.IntVar(&p.CreateParallelism, "create-parallelism", 64, "the floor's raw loop: creations in flight")
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
+	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
 	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
 	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
@@ -123,6 +128,8 @@ func parseFlags(args []string) (params, error) {
 	switch {
 	case p.Profile != profileDefault && p.Profile != profileNoQPS:
 		return p, fmt.Errorf("-profile %q: want %s or %s", p.Profile, profileDefault, profileNoQPS)
+	case p.Claim != claimPicker && p.Claim != claimList:
+		return p, fmt.Errorf("-claim %q: want %s or %s", p.Claim, claimPicker, claimList)
 	case p.N < 1 || p.Agents < 1 || p.Repeat < 1 || p.CreateParallelism < 1:
 		return p, errors.New("-n, -agents, -repeat and -create-parallelism must be at least 1")
 	case p.Rate <= 0 || p.TemplateRate <= 0 || p.Duration <= 0:

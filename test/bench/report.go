@@ -384,6 +384,8 @@ func (r *results) printTables(w io.Writer) {
 	fmt.Fprintf(w, "cluster: kwok, %d nodes, profile %s, Pods Ready %s after binding\n", p.Nodes, p.Profile, p.ReadyDelay)
 	fmt.Fprintf(w, "N=%d  agents A=%d  sustained %g/s for %s  template-change load %g/s  repeat %d (median (min–max))\n",
 		p.N, p.Agents, p.Rate, p.Duration, p.TemplateRate, p.Repeat)
+	fmt.Fprintf(w, "claims: sandboxset agents pick through %s; replicaset agents list the warm Pods on every try\n", map[string]string{
+		claimPicker: "one shared claim.Picker (a watch)", claimList: "claim.Client.Claim (a fresh list per try)"}[p.Claim])
 
 	floor := map[string]spread{}
 	if r.Floor != nil {

@@ -146,6 +146,9 @@ func (b *base) track(ctx context.Context, name, selector string, classify func(*
 type sandboxSetSystem struct {
 	base
 	claims *claim.Client
+	// picker, with -claim picker, is what the agents claim through: one
+	// watch of the pool shared by all of them, as in an agent gateway.
+	picker *claim.Picker
 }
 
 func newSandboxSetSystem(ctx context.Context, e *env) (*sandboxSetSystem, error) {
@@ -168,7 +171,20 @@ func newSandboxSetSystem(ctx context.Context, e *env) (*sandboxSetSystem, error)
 	if err := s.track(ctx, sysSandboxSet, agentsv1alpha1.LabelSandboxSet+"="+s.pool, classifySandbox); err != nil {
 		return nil, err
 	}
+	if e.p.Claim == claimPicker {
+		if s.picker, err = s.claims.NewPicker(ctx, ns, s.pool); err != nil {
+			s.base.close()
+			return nil, fmt.Errorf("starting a claim picker on %s/%s: %w", ns, s.pool, err)
+		}
+	}
 	return s, nil
+}
+
+func (s *sandboxSetSystem) close() {
+	if s.picker != nil {
+		s.picker.Stop()
+	}
+	s.base.close()
 }
 
 // classifySandbox reads the pool labels, which are what agents claim by:
@@ -197,7 +213,14 @@ func (s *sandboxSetSystem) scale(ctx context.Context, replicas int) error {
 
 func (s *sandboxSetSystem) claim(ctx context.Context, id string) claimResult {
 	start := time.Now()
-	sbx, err := s.claims.Claim(ctx, s.ns, s.pool, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
+	opts := claim.ClaimOptions{MaxAttempts: maxAttempts}
+	var sbx *claim.Sandbox
+	var err error
+	if s.picker != nil {
+		sbx, err = s.picker.Claim(ctx, id, opts)
+	} else {
+		sbx, err = s.claims.Claim(ctx, s.ns, s.pool, id, opts)
+	}
 	r := claimResult{id: id, latency: time.Since(start), err: err}
 	switch {
 	case err == nil:
