@@ -40,6 +40,9 @@ func newCluster(repo string, p params) *cluster {
 		"WEBHOOK_PORT=29443", "METRICS_PORT=" + metricsPort, "PROBE_PORT=28081",
 		"DISABLE_QPS_LIMITS=" + strconv.FormatBool(p.Profile == profileNoQPS),
 	}
+	if p.ManagerMemoryLimitMiB > 0 {
+		env = append(env, "MANAGER_MEMORY_LIMIT_MIB="+strconv.Itoa(p.ManagerMemoryLimitMiB))
+	}
 	cache := os.Getenv("SANDBOXSET_CACHE")
 	if cache == "" {
 		base := os.Getenv("XDG_CACHE_HOME")

@@ -60,16 +60,19 @@ type params struct {
 	ClusterName       string        `json:"clusterName"`
 	Scenarios         string        `json:"scenarios"`
 	Claim             string        `json:"claim"`
-	Timeout           time.Duration `json:"timeoutNanoseconds"`
-	WaitTimeout       time.Duration `json:"waitTimeoutNanoseconds"`
-	RSS10k            bool          `json:"rss10k"`
-	RSSTimeout        time.Duration `json:"rss10kTimeoutNanoseconds"`
-	RSSPods           int           `json:"rss10kPods"`
-	Quick             bool          `json:"quick"`
-	Long              bool          `json:"long"`
-	Out               string        `json:"-"`
-	ReuseCluster      bool          `json:"reuseCluster"`
-	KeepCluster       bool          `json:"-"`
+	// ManagerMemoryLimitMiB runs the manager as in a container with this
+	// memory limit (GOMEMLIMIT at 90% of it); 0 means no limit.
+	ManagerMemoryLimitMiB int           `json:"managerMemoryLimitMiB"`
+	Timeout               time.Duration `json:"timeoutNanoseconds"`
+	WaitTimeout           time.Duration `json:"waitTimeoutNanoseconds"`
+	RSS10k                bool          `json:"rss10k"`
+	RSSTimeout            time.Duration `json:"rss10kTimeoutNanoseconds"`
+	RSSPods               int           `json:"rss10kPods"`
+	Quick                 bool          `json:"quick"`
+	Long                  bool          `json:"long"`
+	Out                   string        `json:"-"`
+	ReuseCluster          bool          `json:"reuseCluster"`
+	KeepCluster           bool          `json:"-"`
 }
 
 func parseFlags(args []string) (params, error) {
@@ -87,6 +90,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.CreateParallelism, "create-parallelism", 64, "the floor's raw loop: creations in flight")
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
 	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
+	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")
 	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
 	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
@@ -134,6 +138,8 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-n, -agents, -repeat and -create-parallelism must be at least 1")
 	case p.Rate <= 0 || p.TemplateRate <= 0 || p.Duration <= 0:
 		return p, errors.New("-rate, -template-rate and -duration must be positive")
+	case p.ManagerMemoryLimitMiB < 0:
+		return p, errors.New("-manager-memory-limit-mib must not be negative")
 	case p.ReadyDelay < 0:
 		return p, errors.New("-ready-delay must not be negative")
 	}

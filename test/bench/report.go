@@ -382,6 +382,9 @@ func (r *results) printTables(w io.Writer) {
 	fmt.Fprintf(w, "machine: %d CPUs, %s, %d MiB, Linux %s, %s, load at start %s\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.MemTotalMiB, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.LoadAvg)
 	fmt.Fprintf(w, "cluster: kwok, %d nodes, profile %s, Pods Ready %s after binding\n", p.Nodes, p.Profile, p.ReadyDelay)
+	if p.ManagerMemoryLimitMiB > 0 {
+		fmt.Fprintf(w, "manager: as in a container with a %d MiB memory limit (GOMEMLIMIT at 90%%)\n", p.ManagerMemoryLimitMiB)
+	}
 	fmt.Fprintf(w, "N=%d  agents A=%d  sustained %g/s for %s  template-change load %g/s  repeat %d (median (min–max))\n",
 		p.N, p.Agents, p.Rate, p.Duration, p.TemplateRate, p.Repeat)
 	fmt.Fprintf(w, "claims: sandboxset agents pick through %s; replicaset agents list the warm Pods on every try\n", map[string]string{

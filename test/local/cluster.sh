@@ -23,6 +23,9 @@
 #   PROBE_PORT       the manager's health port (default 8081)
 #   DISABLE_QPS_LIMITS=true  lift the control plane components' client QPS limits
 #   MANAGER_ARGS     extra manager flags
+#   MANAGER_MEMORY_LIMIT_MIB  run the manager as if in a container with this
+#                    memory limit: with GOMEMLIMIT at 90% of it, what the
+#                    manager sets itself from its cgroup (default: none)
 #   MANAGER_INSTANCE which manager instance start-/stop-manager act on (default 0)
 #   LEADER_ELECT     run that manager with leader election (default false)
 set -euo pipefail
@@ -97,8 +100,12 @@ start_manager() {
   kubectl config --kubeconfig "$mk" set-credentials manager --token "$token" >/dev/null
   kubectl config --kubeconfig "$mk" set-context local --cluster local --user manager >/dev/null
   kubectl config --kubeconfig "$mk" use-context local >/dev/null
+  local memlimit=()
+  if [ -n "${MANAGER_MEMORY_LIMIT_MIB:-}" ]; then
+    memlimit=(env "GOMEMLIMIT=$((MANAGER_MEMORY_LIMIT_MIB * 1024 * 1024 * 9 / 10))")
+  fi
   # shellcheck disable=SC2086 # MANAGER_ARGS is a list of flags
-  "$state/bin/manager" --kubeconfig "$mk" \
+  "${memlimit[@]}" "$state/bin/manager" --kubeconfig "$mk" \
     --leader-elect="${LEADER_ELECT:-false}" --leader-elect-namespace "$namespace" \
     --webhook-self-signed --webhook-host 127.0.0.1 --webhook-port "$WEBHOOK_PORT" --webhook-cert-dir "$state/certs" \
     --metrics-bind-address "127.0.0.1:$((METRICS_PORT + 10 * instance))" --health-probe-bind-address "127.0.0.1:$probe_port" \
