@@ -50,14 +50,7 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 
 	start := time.Now()
 	err := parallel(ctx, b.p.CreateParallelism, n, func(ctx context.Context, i int) error {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: names[i], Labels: map[string]string{floorLabel: "true"}},
-			Spec:       sandboxTemplate(),
-		}
-		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("creating Pod %s/%s: %w", b.floorNS, names[i], err)
-		}
-		return nil
+		return b.createFloorPod(ctx, names[i])
 	})
 	if err != nil {
 		return m, err
@@ -101,10 +94,85 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 	}
 	latencyMetrics(m, "patch_concurrent", concurrent)
 
+	// The same writes with creations running beside them, as a pool's claims
+	// run beside its refill: what claims cost on this machine at best, in any
+	// warm pool that refills.
+	loaded, err := b.patchesWhileCreating(ctx, rep, names, patch)
+	if err != nil {
+		return m, err
+	}
+	latencyMetrics(m, "patch_loaded", loaded)
+	paced, err := b.patchesAtRate(ctx, rep, names, patch)
+	if err != nil {
+		return m, err
+	}
+	latencyMetrics(m, "patch_rate", paced)
+
 	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: floorLabel}); err != nil {
 		return m, fmt.Errorf("deleting the floor's Pods: %w", err)
 	}
 	return m, t.waitFor(ctx, b.p.WaitTimeout, "the floor's Pods gone", func(c counts) bool { return c.total() == 0 })
+}
+
+func (b *bench) createFloorPod(ctx context.Context, name string) error {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{floorLabel: "true"}},
+		Spec:       sandboxTemplate(),
+	}
+	if _, err := b.cs.CoreV1().Pods(b.floorNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating Pod %s/%s: %w", b.floorNS, name, err)
+	}
+	return nil
+}
+
+type patchFunc func(ctx context.Context, pod, value string) (time.Duration, error)
+
+// patchesWhileCreating is the burst's raw counterpart: a label patch on each
+// of the Pods, A at a time, while as many new Pods are created,
+// createParallelism at a time.
+func (b *bench) patchesWhileCreating(ctx context.Context, rep int, names []string, patch patchFunc) ([]time.Duration, error) {
+	created := make(chan error, 1)
+	go func() {
+		created <- parallel(ctx, b.p.CreateParallelism, len(names), func(ctx context.Context, i int) error {
+			return b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-l%d", rep, i))
+		})
+	}()
+	latencies := make([]time.Duration, len(names))
+	err := parallel(ctx, b.p.Agents, len(names), func(ctx context.Context, i int) error {
+		var err error
+		latencies[i], err = patch(ctx, names[i], fmt.Sprintf("l%d", i))
+		return err
+	})
+	return latencies, errors.Join(err, <-created)
+}
+
+// patchesAtRate is the sustained load's raw counterpart: label patches at
+// the sustained rate for its duration, open loop, each followed by one Pod
+// creation, as each claim is by its replacement.
+func (b *bench) patchesAtRate(ctx context.Context, rep int, names []string, patch patchFunc) ([]time.Duration, error) {
+	total := int(b.p.Rate * b.p.Duration.Seconds())
+	interval := time.Duration(float64(time.Second) / b.p.Rate)
+	latencies, errs := make([]time.Duration, total), make([]error, total)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	start := time.Now()
+	for i := range total {
+		timer.Reset(time.Until(start.Add(time.Duration(i) * interval)))
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		wg.Go(func() {
+			if latencies[i], errs[i] = patch(ctx, names[i%len(names)], fmt.Sprintf("r%d", i)); errs[i] == nil {
+				errs[i] = b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-s%d", rep, i))
+			}
+		})
+	}
+	wg.Wait()
+	return latencies, errors.Join(errs...)
 }
 
 // parallel runs f for 0..n-1, width at a time, started together, and

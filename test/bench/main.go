@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -60,6 +61,7 @@ type params struct {
 	ClusterName       string        `json:"clusterName"`
 	Scenarios         string        `json:"scenarios"`
 	Claim             string        `json:"claim"`
+	Systems           string        `json:"systems"`
 	// ManagerMemoryLimitMiB runs the manager as in a container with this
 	// memory limit (GOMEMLIMIT at 90% of it); 0 means no limit.
 	ManagerMemoryLimitMiB int           `json:"managerMemoryLimitMiB"`
@@ -91,6 +93,7 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
 	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
 	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")
+	fs.StringVar(&p.Systems, "systems", sysSandboxSet+","+sysReplicaSet, "comma-separated systems to run (for development: the tables need both for ratios)")
 	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
 	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
@@ -138,6 +141,8 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-n, -agents, -repeat and -create-parallelism must be at least 1")
 	case p.Rate <= 0 || p.TemplateRate <= 0 || p.Duration <= 0:
 		return p, errors.New("-rate, -template-rate and -duration must be positive")
+	case slices.ContainsFunc(strings.Split(p.Systems, ","), func(s string) bool { return s != sysSandboxSet && s != sysReplicaSet }):
+		return p, fmt.Errorf("-systems %q: want a comma-separated list of %s and %s", p.Systems, sysSandboxSet, sysReplicaSet)
 	case p.ManagerMemoryLimitMiB < 0:
 		return p, errors.New("-manager-memory-limit-mib must not be negative")
 	case p.ReadyDelay < 0:

@@ -226,11 +226,15 @@ var correctnessRows = []row{
 	{key: "double_claims", label: "double claims", unit: "n"},
 }
 
-func claimRows(floor string) []row {
+// claimRows compares claim latencies with the floor's patch latencies
+// alone (idle) and with creations beside them (loaded).
+func claimRows(idle, loaded string) []row {
 	return []row{
-		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: floor + "_p50_ms"},
+		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: idle + "_p50_ms"},
+		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: loaded + "_p50_ms"},
 		{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"},
-		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: floor + "_p99_ms"},
+		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: idle + "_p99_ms"},
+		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: loaded + "_p99_ms"},
 	}
 }
 
@@ -259,7 +263,7 @@ func tableRows(key string) []row {
 		}
 		return append(rows, costRows...)
 	case "burst":
-		rows = append(claimRows("patch_concurrent"),
+		rows = append(claimRows("patch_concurrent", "patch_loaded"),
 			row{key: "claims_per_s", label: "claims per second", unit: "/s"},
 			row{key: "claims_ok", label: "claims won", unit: "n"},
 			row{key: "writes_per_claim", label: "claim writes per claim won (races)", unit: "x"},
@@ -267,7 +271,7 @@ func tableRows(key string) []row {
 		rows = append(rows, refillFloors("refill_s", "refill to N available")...)
 		rows = append(rows, row{key: "lowest_available", label: "lowest available", unit: "n"})
 	case "sustained":
-		rows = append(claimRows("patch_serial"),
+		rows = append(claimRows("patch_serial", "patch_rate"),
 			row{key: "warm_fraction", label: "served warm", unit: "%"},
 			row{key: "claims", label: "claims sent", unit: "n"},
 			row{key: "claims_empty", label: "found the pool empty", unit: "n"},
@@ -299,6 +303,10 @@ var floorRows = []row{
 	{key: "patch_serial_p99_ms", label: "label patch, serial, p99", unit: "ms"},
 	{key: "patch_concurrent_p50_ms", label: "label patch, A at once, p50", unit: "ms"},
 	{key: "patch_concurrent_p99_ms", label: "label patch, A at once, p99", unit: "ms"},
+	{key: "patch_loaded_p50_ms", label: "N label patches, A at a time, during N creations, p50", unit: "ms"},
+	{key: "patch_loaded_p99_ms", label: "N label patches, A at a time, during N creations, p99", unit: "ms"},
+	{key: "patch_rate_p50_ms", label: "label patches at R/s, each followed by a creation, p50", unit: "ms"},
+	{key: "patch_rate_p99_ms", label: "label patches at R/s, each followed by a creation, p99", unit: "ms"},
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
 }
 
@@ -495,6 +503,10 @@ func floorLabelOf(key string) string {
 		return "(serial label patch)"
 	case strings.HasPrefix(key, "patch_concurrent"):
 		return "(A label patches at once)"
+	case strings.HasPrefix(key, "patch_loaded"):
+		return "(label patches, A at a time, during creations)"
+	case strings.HasPrefix(key, "patch_rate"):
+		return "(label patches at R/s, each followed by a creation)"
 	}
 	return key
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,10 +50,17 @@ type scenario struct {
 // order alternates which system goes first, so that neither always runs on
 // a cluster warmed (or tired) by the other.
 func (b *bench) order(rep int) []system {
-	if rep%2 == 0 {
-		return []system{b.sbs, b.rs}
+	all := []system{b.sbs, b.rs}
+	if rep%2 == 1 {
+		all = []system{b.rs, b.sbs}
 	}
-	return []system{b.rs, b.sbs}
+	var out []system
+	for _, sys := range all {
+		if slices.Contains(strings.Split(b.p.Systems, ","), sys.name()) {
+			out = append(out, sys)
+		}
+	}
+	return out
 }
 
 // runScenario repeats sc for every system. A failed run is recorded and the
