@@ -189,6 +189,11 @@ var _ = Describe("Pool Pod admission", func() {
 		Expect(podWebhookCalls()).To(BeNumerically(">", calls))
 
 		By("the holder's own label on its sandbox, and a forged state that the webhook still sees and refuses")
+		// The claim's refill creates a Pod, through the webhook: count from
+		// once it exists.
+		Eventually(func(g Gomega) {
+			g.Expect(pods(ctx, g, ns, agentsv1alpha1.StateCreating)).To(HaveLen(1))
+		}, timeout, interval).Should(Succeed())
 		calls = podWebhookCalls()
 		Expect(agent.Patch(ctx, claimed, labelPatch(map[string]*string{"task": ptrTo("build")}))).To(Succeed())
 		Expect(podWebhookCalls()).To(Equal(calls))
