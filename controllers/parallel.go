@@ -10,7 +10,11 @@ import (
 // podWriteTimeout bounds one Pod write.
 const podWriteTimeout = 30 * time.Second
 
-// parallel runs fn for 0..n-1 with at most PodWriteParallelism in flight.
+// parallel runs fn for 0..n-1 with at most PodWriteParallelism writes in
+// flight across every reconcile: pools refilling at once share one budget,
+// so together they neither outrun the API server's in-flight limit (and get
+// 429s) nor hold hundreds of requests in memory.
+//
 // Writes outlive the reconcile's context on purpose: a manager shutting down
 // lets requests it has recorded expectations for finish, so the next leader
 // sees them in its first list instead of creating them again.
@@ -20,6 +24,8 @@ func (r *SandboxSetReconciler) parallel(ctx context.Context, n int, fn func(ctx 
 	}
 	writeCtx := context.WithoutCancel(ctx)
 	workqueue.ParallelizeUntil(writeCtx, r.Options.PodWriteParallelism, n, func(i int) {
+		r.writeSlots <- struct{}{}
+		defer func() { <-r.writeSlots }()
 		ctx, cancel := context.WithTimeout(writeCtx, podWriteTimeout)
 		defer cancel()
 		fn(ctx, i)

@@ -32,7 +32,8 @@ import (
 type Options struct {
 	// Workers is how many SandboxSets reconcile at once.
 	Workers int
-	// PodWriteParallelism bounds the Pod writes one reconcile has in flight.
+	// PodWriteParallelism bounds the Pod writes the controller has in flight,
+	// across all SandboxSets.
 	PodWriteParallelism int
 	// ExpectationTTL is how long a creation or deletion may go unseen in the
 	// cache before the controller stops counting on it.
@@ -47,6 +48,8 @@ type SandboxSetReconciler struct {
 
 	expectations *expectations
 	refills      *refillClock
+	// writeSlots holds a token per Pod write in flight.
+	writeSlots chan struct{}
 }
 
 // +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets,verbs=get;list;watch
@@ -346,6 +349,7 @@ func (r *SandboxSetReconciler) forget(key types.NamespacedName) {
 func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	r.expectations = newExpectations(r.Options.ExpectationTTL)
 	r.refills = newRefillClock()
+	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexSandboxSet, indexBySandboxSet); err != nil {
 		return fmt.Errorf("indexing Pods by SandboxSet: %w", err)
 	}

@@ -70,7 +70,7 @@ func main() {
 	flag.Float64Var(&o.qps, "kube-api-qps", 1000, "Client-side queries per second to the API server; high enough that a 1,000-Pod refill is not throttled.")
 	flag.IntVar(&o.burst, "kube-api-burst", 2000, "Client-side burst of queries to the API server.")
 	flag.IntVar(&o.controller.Workers, "sandboxset-workers", 8, "How many SandboxSets reconcile in parallel.")
-	flag.IntVar(&o.controller.PodWriteParallelism, "pod-write-parallelism", 64, "How many Pod creations, deletions and label patches one SandboxSet has in flight at once.")
+	flag.IntVar(&o.controller.PodWriteParallelism, "pod-write-parallelism", 64, "How many Pod creations, deletions and label patches the controller has in flight at once, shared by all SandboxSets.")
 	flag.DurationVar(&o.controller.ExpectationTTL, "expectation-ttl", 2*time.Minute, "How long a Pod creation or deletion may go unseen in the cache before the controller stops counting on it.")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the admission webhooks are served on.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the admission webhooks bind to; empty means all addresses.")
@@ -93,6 +93,9 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
+	if err := o.validate(); err != nil {
+		return err
+	}
 	setMemoryLimit(log)
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -233,4 +236,19 @@ func setMemoryLimit(log logr.Logger) {
 	case limit > 0:
 		log.Info("Set Go's soft memory limit from the container's", "bytes", limit)
 	}
+}
+
+// validate refuses settings the controller cannot run with.
+func (o options) validate() error {
+	switch {
+	case o.controller.Workers < 1:
+		return fmt.Errorf("--sandboxset-workers must be at least 1, not %d", o.controller.Workers)
+	case o.controller.PodWriteParallelism < 1:
+		return fmt.Errorf("--pod-write-parallelism must be at least 1, not %d", o.controller.PodWriteParallelism)
+	case o.controller.ExpectationTTL <= 0:
+		return fmt.Errorf("--expectation-ttl must be positive, not %s", o.controller.ExpectationTTL)
+	case o.maxReplicas < 0:
+		return fmt.Errorf("--max-replicas must not be negative, not %d", o.maxReplicas)
+	}
+	return nil
 }
