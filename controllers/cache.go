@@ -1,19 +1,22 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
-// IndexSandboxSet indexes cached Pods by the SandboxSet they were created by.
-const IndexSandboxSet = "pod.sandboxset"
+// poolIndex indexes the cached Pods by the SandboxSet they were created by,
+// as namespace/name, on the Pod informer itself.
+const poolIndex = "sandboxset"
 
 // PoolPodSelector selects the Pods the manager caches: those of any pool,
 // claimed or not. Every other Pod in the cluster stays out of memory.
@@ -84,10 +87,35 @@ func TrimPod(obj any) (any, error) {
 	return trimmed, nil
 }
 
-// indexBySandboxSet is the IndexSandboxSet extractor.
-func indexBySandboxSet(obj client.Object) []string {
-	if name := obj.GetLabels()[agentsv1alpha1.LabelSandboxSet]; name != "" {
-		return []string{name}
+// poolIndexKeys is the poolIndex extractor.
+func poolIndexKeys(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
 	}
-	return nil
+	if name := pod.Labels[agentsv1alpha1.LabelSandboxSet]; name != "" {
+		return []string{poolKey(pod.Namespace, name)}, nil
+	}
+	return nil, nil
+}
+
+func poolKey(namespace, sandboxSet string) string { return namespace + "/" + sandboxSet }
+
+// podIndexer is the cache's Pod informer's own store and indexes. Reading a
+// pool from it returns pointers to the cached Pods: a list through the
+// cache's client copies every Pod struct into the result, which for a pool
+// of thousands, listed on every pass, was most of a pass's cost and garbage.
+func podIndexer(ctx context.Context, c cache.Cache) (toolscache.Indexer, error) {
+	informer, err := c.GetInformer(ctx, &corev1.Pod{})
+	if err != nil {
+		return nil, fmt.Errorf("getting the Pod informer: %w", err)
+	}
+	if err := informer.AddIndexers(toolscache.Indexers{poolIndex: poolIndexKeys}); err != nil {
+		return nil, fmt.Errorf("indexing Pods by SandboxSet: %w", err)
+	}
+	indexed, ok := informer.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		return nil, fmt.Errorf("the cache's Pod informer (%T) does not expose its store", informer)
+	}
+	return indexed.GetIndexer(), nil
 }

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -50,6 +51,8 @@ type SandboxSetReconciler struct {
 	refills      *refillClock
 	// writeSlots holds a token per Pod write in flight.
 	writeSlots chan struct{}
+	// pods reads the cached Pods by pool (poolIndex).
+	pods toolscache.Indexer
 }
 
 // +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets,verbs=get;list;watch
@@ -68,7 +71,7 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, fmt.Errorf("getting SandboxSet: %w", err)
 	}
 
-	pods, err := r.listPods(ctx, sbs)
+	pods, err := r.listPods(sbs)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -119,18 +122,19 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return ctrl.Result{}, nil
 }
 
-func (r *SandboxSetReconciler) listPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) ([]*corev1.Pod, error) {
-	// The cache's own objects, not copies: a pool of thousands is listed on
-	// every pass. Everything below only reads them, and every write starts
-	// from a DeepCopy or a fresh object.
-	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(sbs.Namespace), client.MatchingFields{IndexSandboxSet: sbs.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
+// listPods returns the pool's Pods as the cache holds them, not copies: a
+// pool of thousands is listed on every pass. Everything below only reads
+// them, and every write starts from a DeepCopy or a fresh object.
+func (r *SandboxSetReconciler) listPods(sbs *agentsv1alpha1.SandboxSet) ([]*corev1.Pod, error) {
+	objs, err := r.pods.ByIndex(poolIndex, poolKey(sbs.Namespace, sbs.Name))
+	if err != nil {
 		return nil, fmt.Errorf("listing Pods of SandboxSet: %w", err)
 	}
-	pods := make([]*corev1.Pod, len(list.Items))
-	for i := range list.Items {
-		pods[i] = &list.Items[i]
+	pods := make([]*corev1.Pod, 0, len(objs))
+	for _, obj := range objs {
+		if pod, ok := obj.(*corev1.Pod); ok {
+			pods = append(pods, pod)
+		}
 	}
 	return pods, nil
 }
@@ -350,8 +354,9 @@ func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	r.expectations = newExpectations(r.Options.ExpectationTTL)
 	r.refills = newRefillClock()
 	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexSandboxSet, indexBySandboxSet); err != nil {
-		return fmt.Errorf("indexing Pods by SandboxSet: %w", err)
+	var err error
+	if r.pods, err = podIndexer(ctx, mgr.GetCache()); err != nil {
+		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.SandboxSet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
