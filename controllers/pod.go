@@ -53,9 +53,10 @@ func revisionOf(pod *corev1.Pod) string {
 	return pod.Labels[agentsv1alpha1.LabelRevision]
 }
 
-// newPod builds a pool Pod from the SandboxSet's template, with a name chosen
-// here so that the creation can be expected before it is requested.
-func newPod(sbs *agentsv1alpha1.SandboxSet, revision string) *corev1.Pod {
+// newPod builds a pool Pod named name from the SandboxSet's template. The
+// caller chooses the name (podName) so that it can expect the creation
+// before it requests it.
+func newPod(sbs *agentsv1alpha1.SandboxSet, name, revision string) *corev1.Pod {
 	tmpl := sbs.Spec.Template.DeepCopy()
 	labels := tmpl.Labels
 	if labels == nil {
@@ -66,7 +67,7 @@ func newPod(sbs *agentsv1alpha1.SandboxSet, revision string) *corev1.Pod {
 	labels[agentsv1alpha1.LabelRevision] = revision
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:            podName(sbs.Name),
+			Name:            name,
 			Namespace:       sbs.Namespace,
 			Labels:          labels,
 			Annotations:     tmpl.Annotations,

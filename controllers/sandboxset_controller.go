@@ -147,22 +147,23 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 		return 0, nil
 	}
 	key := client.ObjectKeyFromObject(sbs)
-	pods := make([]*corev1.Pod, n)
 	names := make([]string, n)
-	for i := range pods {
-		pods[i] = newPod(sbs, revision)
-		names[i] = pods[i].Name
+	for i := range names {
+		names[i] = podName(sbs.Name)
 	}
 	r.expectations.expectCreations(key, names)
 
 	var created atomic.Int32
 	var firstErr atomic.Pointer[error]
-	r.parallel(ctx, len(pods), func(ctx context.Context, i int) {
+	r.parallel(ctx, n, func(ctx context.Context, i int) {
 		if firstErr.Load() != nil {
-			r.expectations.creationFailed(key, pods[i].Name)
+			r.expectations.creationFailed(key, names[i])
 			return
 		}
-		if err := r.createPod(ctx, key, pods[i]); err != nil {
+		// Built only as its write starts: a batch of thousands waiting for
+		// the write budget would otherwise hold thousands of full Pods.
+		pod := newPod(sbs, names[i], revision)
+		if err := r.createPod(ctx, key, pod); err != nil {
 			firstErr.CompareAndSwap(nil, &err)
 			return
 		}
