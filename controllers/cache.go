@@ -101,7 +101,7 @@ func poolIndexKeys(obj any) ([]string, error) {
 
 func poolKey(namespace, sandboxSet string) string { return namespace + "/" + sandboxSet }
 
-// podIndexer is the cache's Pod informer's own store and indexes. Reading a
+// podIndexer returns the cache's Pod informer's own store and indexes. Reading a
 // pool from it returns pointers to the cached Pods: a list through the
 // cache's client copies every Pod struct into the result, which for a pool
 // of thousands, listed on every pass, was most of a pass's cost and garbage.
