@@ -46,10 +46,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	env, err = envtestenv.Start(envtestenv.Options{
 		RegisterWebhooks: func(mgr ctrl.Manager) error {
-			if err := (&SandboxSetWebhook{MaxReplicas: testMaxReplicas}).SetupWithManager(mgr); err != nil {
-				return err
-			}
-			return (&PodWebhook{Reader: mgr.GetClient(), ManagerUsername: envtestenv.ManagerUser}).SetupWithManager(mgr)
+			return SetupWithManager(mgr, testMaxReplicas, envtestenv.ManagerUser)
 		},
 		ExtraCRDPaths: []string{certManagerCRDs()},
 	})

@@ -64,10 +64,7 @@ var _ = BeforeEach(func(ctx SpecContext) {
 })
 
 func registerWebhooks(mgr ctrl.Manager) error {
-	if err := (&webhooks.SandboxSetWebhook{MaxReplicas: 100}).SetupWithManager(mgr); err != nil {
-		return err
-	}
-	return (&webhooks.PodWebhook{Reader: mgr.GetClient(), ManagerUsername: envtestenv.ManagerUser}).SetupWithManager(mgr)
+	return webhooks.SetupWithManager(mgr, 100, envtestenv.ManagerUser)
 }
 
 func newNamespace(ctx context.Context) string {

@@ -39,10 +39,7 @@ var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	var err error
 	env, err = envtestenv.Start(envtestenv.Options{RegisterWebhooks: func(mgr ctrl.Manager) error {
-		if err := (&webhooks.SandboxSetWebhook{MaxReplicas: 100}).SetupWithManager(mgr); err != nil {
-			return err
-		}
-		return (&webhooks.PodWebhook{Reader: mgr.GetClient(), ManagerUsername: envtestenv.ManagerUser}).SetupWithManager(mgr)
+		return webhooks.SetupWithManager(mgr, 100, envtestenv.ManagerUser)
 	}})
 	Expect(err).NotTo(HaveOccurred())
 })

@@ -154,11 +154,8 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 		log.Info("Only this identity may create warm Pods and change their state", "username", username)
-		if err := (&webhooks.SandboxSetWebhook{MaxReplicas: int32(o.maxReplicas)}).SetupWithManager(mgr); err != nil {
-			return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
-		}
-		if err := (&webhooks.PodWebhook{Reader: mgr.GetClient(), ManagerUsername: username}).SetupWithManager(mgr); err != nil {
-			return fmt.Errorf("setting up the Pod webhook: %w", err)
+		if err := webhooks.SetupWithManager(mgr, int32(o.maxReplicas), username); err != nil {
+			return err
 		}
 	}
 
