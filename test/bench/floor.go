@@ -151,28 +151,43 @@ func (b *bench) patchesWhileCreating(ctx context.Context, rep int, names []strin
 // creation, as each claim is by its replacement.
 func (b *bench) patchesAtRate(ctx context.Context, rep int, names []string, patch patchFunc) ([]time.Duration, error) {
 	total := int(b.p.Rate * b.p.Duration.Seconds())
-	interval := time.Duration(float64(time.Second) / b.p.Rate)
 	latencies, errs := make([]time.Duration, total), make([]error, total)
+	paced(ctx, b.p.Rate, total, nil, func(i int) {
+		if latencies[i], errs[i] = patch(ctx, names[i%len(names)], fmt.Sprintf("r%d", i)); errs[i] == nil {
+			errs[i] = b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-s%d", rep, i))
+		}
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return latencies, errors.Join(errs...)
+}
+
+// paced fires f(i) for 0..total-1 at rate per second, open loop: each in
+// its own goroutine at its scheduled time, whatever the earlier ones are
+// doing. It stops firing when stop closes or ctx ends, waits for those
+// fired, and returns when the last one was fired.
+func paced(ctx context.Context, rate float64, total int, stop <-chan struct{}, f func(i int)) time.Time {
+	interval := time.Duration(float64(time.Second) / rate)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	start := time.Now()
+	last := start
 	for i := range total {
 		timer.Reset(time.Until(start.Add(time.Duration(i) * interval)))
 		select {
 		case <-timer.C:
+		case <-stop:
+			return last
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return last
 		}
-		wg.Go(func() {
-			if latencies[i], errs[i] = patch(ctx, names[i%len(names)], fmt.Sprintf("r%d", i)); errs[i] == nil {
-				errs[i] = b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-s%d", rep, i))
-			}
-		})
+		last = time.Now()
+		wg.Go(func() { f(i) })
 	}
-	wg.Wait()
-	return latencies, errors.Join(errs...)
+	return last
 }
 
 // parallel runs f for 0..n-1, width at a time, started together, and

@@ -294,33 +294,14 @@ func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(st
 func (b *bench) openLoop(ctx context.Context, sys system, rate float64, total int, stop <-chan struct{}, prefix string) ([]claimResult, time.Time, error) {
 	claimCtx, cancel := context.WithTimeout(ctx, b.p.WaitTimeout)
 	defer cancel()
-	interval := time.Duration(float64(time.Second) / rate)
 	results := make([]claimResult, 0, total)
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	start := time.Now()
-	last := start
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-loop:
-	for i := range total {
-		timer.Reset(time.Until(start.Add(time.Duration(i) * interval)))
-		select {
-		case <-timer.C:
-		case <-stop:
-			break loop
-		case <-ctx.Done():
-			break loop
-		}
-		last = time.Now()
-		wg.Go(func() {
-			r := sys.claim(claimCtx, fmt.Sprintf("%s-c%d", prefix, i))
-			mu.Lock()
-			results = append(results, r)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	last := paced(ctx, rate, total, stop, func(i int) {
+		r := sys.claim(claimCtx, fmt.Sprintf("%s-c%d", prefix, i))
+		mu.Lock()
+		results = append(results, r)
+		mu.Unlock()
+	})
 	if ctx.Err() != nil {
 		return results, last, fmt.Errorf("sending claims: %w", ctx.Err())
 	}
