@@ -6,7 +6,13 @@
 # config/ like in a cluster (CRD, RBAC, webhook configurations). Every server
 # listens on 127.0.0.1.
 #
-# Usage: cluster.sh up | down | start-manager | stop-manager | env | kwokctl <args>
+# Usage: cluster.sh up | down | start-manager | stop-manager | restart-apiserver | env | kwokctl <args>
+#
+# restart-apiserver stops kube-apiserver and etcd and starts them again, as a
+# control-plane restart does: the scheduler, the controller-manager and the
+# simulated kubelets (kwok) keep running and reconnect. Restarting kwok too
+# would not model a real restart, and the new kwok instance cannot take over
+# the old one's node leases, so its nodes would run no new Pods.
 #
 # start-manager and stop-manager act on manager instance MANAGER_INSTANCE
 # (default 0, the one `up` starts). Instance i uses the metrics and health
@@ -135,6 +141,15 @@ stop_pid() {
   rm -f "$1"
 }
 
+restart_apiserver() {
+  local pids="$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pids"
+  [ -f "$pids/kube-apiserver.pid" ] || { log "no kube-apiserver of cluster $CLUSTER_NAME is running"; exit 1; }
+  stop_pid "$pids/kube-apiserver.pid"
+  stop_pid "$pids/etcd.pid"
+  # kwokctl starts only the components that are not running.
+  "$bins/kwokctl" start cluster --name "$CLUSTER_NAME" --wait 120s >>"$state/kwokctl.log" 2>&1
+}
+
 down_cluster() {
   for f in "$state"/manager*.pid; do stop_pid "$f"; done
   "$bins/kwokctl" delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
@@ -146,7 +161,8 @@ case "${1:-}" in
   down) down_cluster; log "cluster $CLUSTER_NAME is gone" ;;
   start-manager) start_manager ;;
   stop-manager) stop_manager ;;
+  restart-apiserver) restart_apiserver ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
   kwokctl) shift; "$bins/kwokctl" "$@" --name "$CLUSTER_NAME" >>"$state/kwokctl.log" 2>&1 ;;
-  *) echo "usage: $0 up | down | start-manager | stop-manager | env | kwokctl <args>" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | start-manager | stop-manager | restart-apiserver | env | kwokctl <args>" >&2; exit 2 ;;
 esac
