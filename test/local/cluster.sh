@@ -146,8 +146,14 @@ restart_apiserver() {
   [ -f "$pids/kube-apiserver.pid" ] || { log "no kube-apiserver of cluster $CLUSTER_NAME is running"; exit 1; }
   stop_pid "$pids/kube-apiserver.pid"
   stop_pid "$pids/etcd.pid"
-  # kwokctl starts only the components that are not running.
-  "$bins/kwokctl" start cluster --name "$CLUSTER_NAME" --wait 120s >>"$state/kwokctl.log" 2>&1
+  # kwokctl starts only the components that are not running. Its own --wait
+  # checks readiness with a kubectl it would have to download; ask ours.
+  "$bins/kwokctl" start cluster --name "$CLUSTER_NAME" >>"$state/kwokctl.log" 2>&1
+  for _ in $(seq 1 600); do
+    [ "$(k get --raw /healthz 2>/dev/null)" = ok ] && return 0
+    sleep 0.2
+  done
+  log "kube-apiserver of cluster $CLUSTER_NAME did not become healthy"; exit 1
 }
 
 down_cluster() {
