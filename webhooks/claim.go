@@ -2,11 +2,14 @@ package webhooks
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -14,10 +17,11 @@ import (
 )
 
 var (
-	podKind     = schema.GroupKind{Kind: "Pod"}
-	podResource = schema.GroupResource{Resource: "pods"}
-	labelsPath  = field.NewPath("metadata", "labels")
-	holderPath  = labelsPath.Key(agentsv1alpha1.LabelClaimedBy)
+	podKind         = schema.GroupKind{Kind: "Pod"}
+	podResource     = schema.GroupResource{Resource: "pods"}
+	labelsPath      = field.NewPath("metadata", "labels")
+	annotationsPath = field.NewPath("metadata", "annotations")
+	holderPath      = labelsPath.Key(agentsv1alpha1.LabelClaimedBy)
 )
 
 // admitPoolPodUpdate decides an update to a pool Pod. It returns
@@ -28,6 +32,10 @@ var (
 // The API server runs admission inside its optimistic-concurrency retry, so
 // oldPod is always the stored Pod the write would replace: of two agents
 // racing for one Pod, the second sees the first's claim here and is refused.
+//
+// Writes that leave the four pool labels alone never reach this webhook
+// (its matchConditions); the pool-pods admission policy (config/policies)
+// judges those, and who may write to a claimed Pod at all.
 func admitPoolPodUpdate(oldPod, newPod *corev1.Pod, byManager bool) (claim bool, err error) {
 	oldHolder := oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
 	newHolder := newPod.Labels[agentsv1alpha1.LabelClaimedBy]
@@ -55,7 +63,8 @@ func validateClaim(oldPod, newPod *corev1.Pod, holder string) field.ErrorList {
 	if reason := unavailableReason(oldPod); reason != "" {
 		errs = append(errs, field.Forbidden(holderPath, fmt.Sprintf("sandbox %s cannot be claimed: %s", newPod.Name, reason)))
 	}
-	return append(errs, protectedLabelChanges(oldPod, newPod, agentsv1alpha1.LabelState, agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision)...)
+	errs = append(errs, protectedLabelChanges(oldPod, newPod, agentsv1alpha1.LabelState, agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision)...)
+	return append(errs, operatorAnnotationChanges(oldPod, newPod)...)
 }
 
 // unavailableReason says why a Pod cannot be claimed, or "" if it can.
@@ -65,10 +74,45 @@ func unavailableReason(pod *corev1.Pod) string {
 		return "it is being deleted"
 	case pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded:
 		return "it has stopped"
+	case !isControlledByItsPool(pod):
+		return fmt.Sprintf("rule controlled-claim: it is not controlled by SandboxSet %s, so it is not part of its pool",
+			pod.Labels[agentsv1alpha1.LabelSandboxSet])
 	case !agentsv1alpha1.IsPodReady(pod):
 		return "it is still creating (not Ready); claim an available one (agents.kruise.io/state=available)"
 	}
 	return ""
+}
+
+// isControlledByItsPool reports whether the Pod's controller is the
+// SandboxSet its pool label names: only a Pod in a pool can be claimed from it.
+func isControlledByItsPool(pod *corev1.Pod) bool {
+	ref := metav1.GetControllerOfNoCopy(pod)
+	return ref != nil && isSandboxSetRef(ref.APIVersion, ref.Kind) && ref.Name == pod.Labels[agentsv1alpha1.LabelSandboxSet]
+}
+
+// operatorAnnotationChanges refuses an agent's change to any agents.kruise.io/
+// annotation: the claim webhook stamps them itself.
+func operatorAnnotationChanges(oldPod, newPod *corev1.Pod) field.ErrorList {
+	var errs field.ErrorList
+	for _, key := range operatorKeys(oldPod.Annotations, newPod.Annotations) {
+		if oldPod.Annotations[key] != newPod.Annotations[key] {
+			errs = append(errs, field.Forbidden(annotationsPath.Key(key), "rule claim-keys: set by the operator and cannot be changed"))
+		}
+	}
+	return errs
+}
+
+// operatorKeys lists, sorted, the agents.kruise.io/ keys in either map.
+func operatorKeys(a, b map[string]string) []string {
+	keys := sets.New[string]()
+	for _, m := range []map[string]string{a, b} {
+		for key := range m {
+			if strings.HasPrefix(key, agentsv1alpha1.KeyPrefix) {
+				keys.Insert(key)
+			}
+		}
+	}
+	return sets.List(keys)
 }
 
 // claimedPodChanges allows a claimed Pod's holder anything but touching the
@@ -113,14 +157,16 @@ func protectedLabelChanges(oldPod, newPod *corev1.Pod, keys ...string) field.Err
 }
 
 // completeClaim makes the claim whole in the same write: the Pod is marked
-// claimed, stamped with the time, and released from its SandboxSet, so the
-// garbage collector never deletes a sandbox an agent holds.
-func completeClaim(pod *corev1.Pod, now time.Time) {
+// claimed, stamped with the time and the identity that claimed it, and
+// released from its SandboxSet, so the garbage collector never deletes a
+// sandbox an agent holds.
+func completeClaim(pod *corev1.Pod, now time.Time, username string) {
 	pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateClaimed)
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
 	pod.Annotations[agentsv1alpha1.AnnotationClaimedAt] = now.UTC().Format(time.RFC3339Nano)
+	pod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] = username
 	refs := pod.OwnerReferences[:0]
 	for _, ref := range pod.OwnerReferences {
 		if !isSandboxSetRef(ref.APIVersion, ref.Kind) {

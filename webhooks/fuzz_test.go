@@ -116,7 +116,7 @@ func FuzzAdmitPoolPodUpdate(f *testing.F) {
 		if oldHolder != "" || newHolder == "" || !ready || terminating {
 			t.Fatalf("allowed a claim by %q of a Pod held by %q (ready=%v, terminating=%v)", newHolder, oldHolder, ready, terminating)
 		}
-		completeClaim(newPod, time.Now())
+		completeClaim(newPod, time.Now(), "system:serviceaccount:agents:agent-1")
 		if newPod.Labels[agentsv1alpha1.LabelState] != string(agentsv1alpha1.StateClaimed) || len(newPod.OwnerReferences) != 0 {
 			t.Fatalf("a completed claim left state %q and owners %v", newPod.Labels[agentsv1alpha1.LabelState], newPod.OwnerReferences)
 		}

@@ -26,14 +26,16 @@ import (
 // claimed. Failing open would let a claim through unchecked, so two agents
 // could hold one sandbox, which is worse than a claim that waits.
 type PodWebhook struct {
-	// Reader reads SandboxSets, from the manager's cache.
-	Reader client.Reader
+	// Client reads SandboxSets from the manager's cache, and dry-runs Pods
+	// from their templates to check cold claims.
+	Client client.Client
 	// ManagerUsername is the SandboxSet controller's identity: the only one
 	// allowed to create warm Pods and move them between creating and available.
 	ManagerUsername string
 
-	decoder admission.Decoder
-	now     func() time.Time
+	decoder   admission.Decoder
+	now       func() time.Time
+	templates *templateSpecs
 }
 
 // The API server calls the Pod webhook only where it has something to
@@ -61,7 +63,7 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 	byManager := req.UserInfo.Username == w.ManagerUsername
 	switch req.Operation {
 	case admissionv1.Create:
-		return w.admitCreate(ctx, pod, byManager)
+		return w.admitCreate(ctx, pod, req.UserInfo.Username, byManager)
 	case admissionv1.Update:
 		oldPod := &corev1.Pod{}
 		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
@@ -72,7 +74,7 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 			return err
 		}
 		if claim {
-			completeClaim(pod, w.now())
+			completeClaim(pod, w.now(), req.UserInfo.Username)
 			ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
 		}
 	}
@@ -82,21 +84,18 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 // admitCreate stamps a new pool Pod with its SandboxSet's persistent
 // contents and its starting state. Warm Pods come only from the manager;
 // anyone else may create a Pod from a pool's template only already claimed
-// (a cold claim), at the pool's current revision, and it never joins the pool.
-func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, byManager bool) error {
+// (a cold claim), exactly as the template at the pool's current revision
+// makes it, and it never joins the pool.
+func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username string, byManager bool) error {
 	poolPath := labelsPath.Key(agentsv1alpha1.LabelSandboxSet)
 	name := pod.Labels[agentsv1alpha1.LabelSandboxSet]
 	sbs := &agentsv1alpha1.SandboxSet{}
-	if err := w.Reader.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, sbs); err != nil {
+	if err := w.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, sbs); err != nil {
 		if apierrors.IsNotFound(err) {
 			return invalid(podKind, pod.Name, field.ErrorList{field.NotFound(poolPath, name)})
 		}
 		return apierrors.NewInternalError(fmt.Errorf("reading SandboxSet %s: %w", name, err))
 	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Annotations[agentsv1alpha1.AnnotationPersistentContents] = joinContents(sbs.Spec.PersistentContents)
 
 	holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
 	if holder == "" {
@@ -104,6 +103,7 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, byManager
 			return invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,
 				"only the SandboxSet controller creates warm sandboxes; to start a sandbox from this pool's template yourself, create it already claimed (agents.kruise.io/claimed-by=<agent-id>)")})
 		}
+		stampNewPod(pod, sbs)
 		pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateCreating)
 		return nil
 	}
@@ -116,11 +116,28 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, byManager
 		errs = append(errs, field.Invalid(labelsPath.Key(agentsv1alpha1.LabelRevision), rev,
 			fmt.Sprintf("a sandbox created from SandboxSet %s must carry its current revision %s", name, want)))
 	}
+	if len(errs) == 0 && !byManager {
+		diffs, err := w.templates.compare(ctx, sbs, pod)
+		if err != nil {
+			return apierrors.NewInternalError(fmt.Errorf("checking the sandbox against SandboxSet %s's template: %w", name, err))
+		}
+		errs = append(errs, diffs...)
+	}
 	if len(errs) > 0 {
 		return invalid(podKind, pod.Name, errs)
 	}
-	completeClaim(pod, w.now())
+	stampNewPod(pod, sbs)
+	completeClaim(pod, w.now(), username)
 	return nil
+}
+
+// stampNewPod gives a new pool Pod the annotation that tells the sandbox
+// runtime what to keep across hibernation.
+func stampNewPod(pod *corev1.Pod, sbs *agentsv1alpha1.SandboxSet) {
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[agentsv1alpha1.AnnotationPersistentContents] = joinContents(sbs.Spec.PersistentContents)
 }
 
 func joinContents(contents []agentsv1alpha1.PersistentContent) string {
@@ -137,5 +154,6 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) error {
 	if w.now == nil {
 		w.now = time.Now
 	}
+	w.templates = newTemplateSpecs(w.Client)
 	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(w).Complete()
 }

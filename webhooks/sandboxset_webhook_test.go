@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -126,7 +127,8 @@ var _ = Describe("The install manifests", func() {
 		rendered, err := exec.CommandContext(ctx, "kubectl", "kustomize", filepath.Join("..", "config", "default")).Output()
 		Expect(err).NotTo(HaveOccurred())
 		for _, kind := range []string{"CustomResourceDefinition", "ClusterRole", "Deployment", "Service",
-			"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Issuer", "Certificate"} {
+			"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "Issuer", "Certificate",
+			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "ConfigMap"} {
 			Expect(string(rendered)).To(ContainSubstring("kind: "+kind), kind)
 		}
 		Expect(string(rendered)).To(ContainSubstring("cert-manager.io/inject-ca-from: sandboxset-system/sandboxset-serving-cert"))
@@ -135,6 +137,13 @@ var _ = Describe("The install manifests", func() {
 		// run the manager under).
 		Expect(envtestenv.ManagerUser).To(Equal("system:serviceaccount:sandboxset-system:sandboxset-controller-manager"))
 		Expect(string(rendered)).To(MatchRegexp(`request\.userInfo\.username != 'system:serviceaccount:'\s+\+ 'sandboxset-system' \+ ':' \+ 'sandboxset-controller-manager'`))
+		Expect(regexp.MustCompile(`'sandboxset-system'\s+\+\s+':'\s+\+\s+'sandboxset-controller-manager'`).FindAllString(string(rendered), -1)).
+			To(HaveLen(2), "the Pod and eviction webhooks' conditions")
+		// The admission policies trust the same identity, and their binding
+		// finds its parameters under the names kustomize gives them.
+		Expect(string(rendered)).To(ContainSubstring("managerUsername: " + envtestenv.ManagerUser))
+		Expect(string(rendered)).To(MatchRegexp(`paramRef:\s+name: sandboxset-admission-params\s+namespace: sandboxset-system`))
+		Expect(string(rendered)).To(MatchRegexp(`policyName: sandboxset-pool-pods`))
 
 		// The webhook configurations would point the API server at a
 		// Service that does not run here, so the apply is a server-side dry
@@ -147,6 +156,8 @@ var _ = Describe("The install manifests", func() {
 		Expect(err).NotTo(HaveOccurred(), string(out))
 		Expect(string(out)).To(ContainSubstring("certificate.cert-manager.io/sandboxset-serving-cert serverside-applied (server dry run)"))
 		Expect(string(out)).To(ContainSubstring("mutatingwebhookconfiguration.admissionregistration.k8s.io/sandboxset-mutating-webhook-configuration serverside-applied (server dry run)"))
+		Expect(string(out)).To(ContainSubstring("validatingadmissionpolicy.admissionregistration.k8s.io/sandboxset-pool-pods serverside-applied (server dry run)"))
+		Expect(string(out)).To(ContainSubstring("validatingadmissionpolicybinding.admissionregistration.k8s.io/sandboxset-pool-pods serverside-applied (server dry run)"))
 	})
 })
 

@@ -3,19 +3,36 @@ package webhooks
 import (
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
+// Options configure the operator's webhooks.
+type Options struct {
+	// MaxReplicas is the ceiling on one pool's size.
+	MaxReplicas int32
+	// ManagerUsername is the manager's own identity, the only one allowed
+	// to create warm Pods and change their state.
+	ManagerUsername string
+	// AdmissionParams is the ConfigMap the pool-pods admission policy reads
+	// (config/policies/params.yaml); the eviction webhook reads its
+	// adminGroups too.
+	AdmissionParams types.NamespacedName
+}
+
 // SetupWithManager registers all of the operator's webhooks: SandboxSet
-// defaulting and validation, with maxReplicas as the ceiling on a pool, and
-// the Pod webhook, which lets only managerUsername create warm Pods and
-// change their state.
-func SetupWithManager(mgr ctrl.Manager, maxReplicas int32, managerUsername string) error {
-	if err := (&SandboxSetWebhook{MaxReplicas: maxReplicas}).SetupWithManager(mgr); err != nil {
+// defaulting and validation, the Pod webhook that stamps new Pods and
+// judges claims, and the eviction webhook.
+func SetupWithManager(mgr ctrl.Manager, o Options) error {
+	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
 	}
-	if err := (&PodWebhook{Reader: mgr.GetClient(), ManagerUsername: managerUsername}).SetupWithManager(mgr); err != nil {
+	if err := (&PodWebhook{Client: mgr.GetClient(), ManagerUsername: o.ManagerUsername}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Pod webhook: %w", err)
+	}
+	eviction := &EvictionWebhook{APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, Params: o.AdmissionParams}
+	if err := eviction.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the eviction webhook: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,6 +21,7 @@ import (
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/envtestenv"
+	"github.com/sandboxset/warmpool/test/kubelet"
 )
 
 const (
@@ -46,7 +48,7 @@ var _ = BeforeSuite(func() {
 	var err error
 	env, err = envtestenv.Start(envtestenv.Options{
 		RegisterWebhooks: func(mgr ctrl.Manager) error {
-			return SetupWithManager(mgr, testMaxReplicas, envtestenv.ManagerUser)
+			return SetupWithManager(mgr, Options{MaxReplicas: testMaxReplicas, ManagerUsername: envtestenv.ManagerUser, AdmissionParams: envtestenv.AdmissionParams})
 		},
 		ExtraCRDPaths: []string{certManagerCRDs()},
 	})
@@ -83,7 +85,14 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 		Spec: agentsv1alpha1.SandboxSetSpec{
 			Replicas: replicas,
 			Template: corev1.PodTemplateSpec{
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "nginx:alpine"}}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "sandbox", Image: "nginx:alpine",
+					// Burstable, so that a resize need not change the QoS class.
+					Resources: corev1.ResourceRequirements{
+						Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")},
+						Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")},
+					},
+				}}},
 			},
 		},
 	}
@@ -95,4 +104,25 @@ func certManagerCRDs() string {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
 	Expect(err).NotTo(HaveOccurred(), "locating the cert-manager module")
 	return filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+}
+
+// warmPool creates SandboxSet demo of n in ns, with persistentContents
+// memory and ip, and plays kubelet until all n Pods are available.
+func warmPool(ctx context.Context, ns string, n int32) []corev1.Pod {
+	GinkgoHelper()
+	sbs := newSandboxSet(ns, "demo", n)
+	sbs.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"memory", "ip"}
+	Expect(adminClient.Create(ctx, sbs)).To(Succeed())
+	Eventually(func(g Gomega) {
+		g.Expect(pods(ctx, g, ns, agentsv1alpha1.StateCreating)).To(HaveLen(int(n)))
+	}, timeout, interval).Should(Succeed())
+	for _, pod := range pods(ctx, Default, ns, agentsv1alpha1.StateCreating) {
+		Expect(kubelet.SetReady(ctx, adminClient, &pod, true)).To(Succeed())
+	}
+	var available []corev1.Pod
+	Eventually(func(g Gomega) {
+		available = pods(ctx, g, ns, agentsv1alpha1.StateAvailable)
+		g.Expect(available).To(HaveLen(int(n)))
+	}, timeout, interval).Should(Succeed())
+	return available
 }

@@ -64,7 +64,7 @@ var _ = BeforeEach(func(ctx SpecContext) {
 })
 
 func registerWebhooks(mgr ctrl.Manager) error {
-	return webhooks.SetupWithManager(mgr, 100, envtestenv.ManagerUser)
+	return webhooks.SetupWithManager(mgr, webhooks.Options{MaxReplicas: 100, ManagerUsername: envtestenv.ManagerUser, AdmissionParams: envtestenv.AdmissionParams})
 }
 
 func newNamespace(ctx context.Context) string {

@@ -20,6 +20,13 @@ const (
 	// AnnotationClaimedAt is the RFC 3339 time a Pod was claimed.
 	AnnotationClaimedAt = "agents.kruise.io/claimed-at"
 
+	// AnnotationClaimedByUser is the Kubernetes identity (user name) that
+	// made the claim, stamped by the claim webhook. From then on only that
+	// identity, the operator and the cluster's own controllers may change
+	// or delete the Pod. LabelClaimedBy is the agent id an agent chooses;
+	// this is who the API server says it is.
+	AnnotationClaimedByUser = "agents.kruise.io/claimed-by-user"
+
 	// AnnotationPersistentContents lists, comma-separated, what the sandbox
 	// runtime keeps across hibernation and wake-up.
 	AnnotationPersistentContents = "agents.kruise.io/persistent-contents"

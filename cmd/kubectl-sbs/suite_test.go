@@ -39,7 +39,7 @@ var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 	var err error
 	env, err = envtestenv.Start(envtestenv.Options{RegisterWebhooks: func(mgr ctrl.Manager) error {
-		return webhooks.SetupWithManager(mgr, 100, envtestenv.ManagerUser)
+		return webhooks.SetupWithManager(mgr, webhooks.Options{MaxReplicas: 100, ManagerUsername: envtestenv.ManagerUser, AdmissionParams: envtestenv.AdmissionParams})
 	}})
 	Expect(err).NotTo(HaveOccurred())
 })

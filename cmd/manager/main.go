@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -18,6 +19,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -52,6 +54,8 @@ type options struct {
 	certDir           string
 	selfSigned        bool
 	managerUsername   string
+	anyIdentity       bool
+	admissionParams   string
 	maxReplicas       int
 	enableWebhooks    bool
 	enableControllers bool
@@ -77,6 +81,8 @@ func main() {
 	flag.StringVar(&o.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate (tls.crt, tls.key), reloaded when it changes.")
 	flag.BoolVar(&o.selfSigned, "webhook-self-signed", false, "For local runs: unless --webhook-cert-dir already holds a valid pair, generate a throwaway CA and serving certificate into it at start. In a cluster cert-manager issues them.")
 	flag.StringVar(&o.managerUsername, "manager-username", "", "The identity the manager's own API requests carry, the only one allowed to create warm Pods and change their state. Empty asks the API server (SelfSubjectReview).")
+	flag.BoolVar(&o.anyIdentity, "allow-non-serviceaccount-identity", false, "Run even if the manager's identity is not a ServiceAccount. The webhooks trust that identity, so in a cluster it must be one no person or agent uses; this is for local development.")
+	flag.StringVar(&o.admissionParams, "admission-params", "sandboxset-system/sandboxset-admission-params", "namespace/name of the ConfigMap the pool-pods admission policy reads its trusted identities from (config/policies/params.yaml).")
 	flag.IntVar(&o.maxReplicas, "max-replicas", 5000, "The largest spec.replicas a SandboxSet may ask for.")
 	flag.BoolVar(&o.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the SandboxSet controller.")
@@ -153,8 +159,14 @@ func run(ctx context.Context, o options) error {
 				return err
 			}
 		}
+		if err := checkIdentity(username, o.anyIdentity); err != nil {
+			return err
+		}
 		log.Info("Only this identity may create warm Pods and change their state", "username", username)
-		if err := webhooks.SetupWithManager(mgr, int32(o.maxReplicas), username); err != nil {
+		params, _ := splitNamespacedName(o.admissionParams) // checked by validate
+		if err := webhooks.SetupWithManager(mgr, webhooks.Options{
+			MaxReplicas: int32(o.maxReplicas), ManagerUsername: username, AdmissionParams: params,
+		}); err != nil {
 			return err
 		}
 	}
@@ -203,6 +215,29 @@ func prepareCerts(o options) error {
 	return nil
 }
 
+// checkIdentity refuses to serve the webhooks under an identity that is not
+// a ServiceAccount: they trust it to create warm Pods and move their state,
+// so a person's or an agent's credentials must never match it.
+func checkIdentity(username string, anyIdentity bool) error {
+	if anyIdentity || strings.HasPrefix(username, serviceAccountPrefix) {
+		return nil
+	}
+	return fmt.Errorf("the manager runs as %q, which is not a ServiceAccount (%s<namespace>:<name>); "+
+		"the webhooks trust this identity to create warm Pods and change their state, so run the manager under its own ServiceAccount, "+
+		"or pass --allow-non-serviceaccount-identity for local development", username, serviceAccountPrefix)
+}
+
+const serviceAccountPrefix = "system:serviceaccount:"
+
+// splitNamespacedName parses namespace/name.
+func splitNamespacedName(s string) (types.NamespacedName, error) {
+	namespace, name, ok := strings.Cut(s, "/")
+	if !ok || namespace == "" || name == "" {
+		return types.NamespacedName{}, fmt.Errorf("%q is not namespace/name", s)
+	}
+	return types.NamespacedName{Namespace: namespace, Name: name}, nil
+}
+
 // whoAmI asks the API server which user the manager's credentials map to.
 func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 	clientset, err := kubernetes.NewForConfig(cfg)
@@ -246,6 +281,9 @@ func (o options) validate() error {
 		return fmt.Errorf("--expectation-ttl must be positive, not %s", o.controller.ExpectationTTL)
 	case o.maxReplicas < 0:
 		return fmt.Errorf("--max-replicas must not be negative, not %d", o.maxReplicas)
+	}
+	if _, err := splitNamespacedName(o.admissionParams); err != nil {
+		return fmt.Errorf("--admission-params: %w", err)
 	}
 	return nil
 }

@@ -11,18 +11,23 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -33,8 +38,13 @@ import (
 )
 
 // ManagerUser is the identity the manager runs as; only it may create warm
-// Pods and move their state, so it must not be the suite's admin.
+// Pods and move their state, so it must not be the suite's admin. It holds
+// exactly the manager's RBAC (config/rbac/role.yaml), as in a cluster.
 const ManagerUser = "system:serviceaccount:sandboxset-system:sandboxset-controller-manager"
+
+// AdmissionParams is where the suites install the admission policies'
+// parameters: config/policies as written, before kustomize names them.
+var AdmissionParams = types.NamespacedName{Namespace: "system", Name: "admission-params"}
 
 // Options say what a suite adds to the shared environment.
 type Options struct {
@@ -92,23 +102,144 @@ func Start(opts Options) (*Env, error) {
 	if e.Admin, err = client.NewWithWatch(cfg, client.Options{Scheme: e.Scheme}); err != nil {
 		return nil, errors.Join(fmt.Errorf("creating the admin client: %w", err), e.Environment.Stop())
 	}
+	if err := e.install(); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
 	if err := e.startManager(opts); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	if err := e.waitForPolicies(); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
 	return e, nil
 }
 
+// install applies what config/default adds beside the CRD and webhooks: the
+// manager's RBAC, bound to ManagerUser, and the admission policies with
+// their parameters naming ManagerUser.
+func (e *Env) install() error {
+	ctx := context.Background()
+	if err := e.Admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: AdmissionParams.Namespace}}); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", AdmissionParams.Namespace, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, file := range []string{"rbac/role.yaml", "policies/params.yaml", "policies/pool_label.yaml", "policies/pool_pods.yaml"} {
+		decoded, err := decodeYAML(filepath.Join(e.Root, "config", file))
+		if err != nil {
+			return err
+		}
+		objs = append(objs, decoded...)
+	}
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "ConfigMap":
+			if err := unstructured.SetNestedField(obj.Object, ManagerUser, "data", "managerUsername"); err != nil {
+				return err
+			}
+		case "ClusterRole", "Role":
+			if err := e.bindToManager(ctx, obj); err != nil {
+				return err
+			}
+		}
+		if err := e.Admin.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// bindToManager binds the (Cluster)Role to ManagerUser.
+func (e *Env) bindToManager(ctx context.Context, role *unstructured.Unstructured) error {
+	subjects := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: ManagerUser}}
+	ref := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: role.GetKind(), Name: role.GetName()}
+	var binding client.Object = &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.GetName()}, RoleRef: ref, Subjects: subjects}
+	if role.GetKind() == "Role" {
+		binding = &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: role.GetNamespace(), Name: role.GetName()}, RoleRef: ref, Subjects: subjects}
+	}
+	if err := e.Admin.Create(ctx, binding); err != nil {
+		return fmt.Errorf("binding %s %s to the manager: %w", role.GetKind(), role.GetName(), err)
+	}
+	return nil
+}
+
+// waitForPolicies waits until the API server enforces the pool-pods policy
+// with its parameters: it loads policies asynchronously, and a spec that
+// expects a refusal must not run before. It probes with a warm Pod of a
+// pool of one, which an agent may not annotate.
+func (e *Env) waitForPolicies() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ns, err := e.NewNamespace(ctx, "policy-probe-")
+	if err != nil {
+		return err
+	}
+	const agent = "policy-probe-agent"
+	if err := e.BindAgentRole(ctx, ns, agent); err != nil {
+		return err
+	}
+	agentClient, err := e.UserClient(agent)
+	if err != nil {
+		return err
+	}
+	probe := &agentsv1alpha1.SandboxSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+		Spec: agentsv1alpha1.SandboxSetSpec{Replicas: 1, Template: corev1.PodTemplateSpec{
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "probe"}}},
+		}},
+	}
+	if err := e.Admin.Create(ctx, probe); err != nil {
+		return fmt.Errorf("creating the policy probe's SandboxSet: %w", err)
+	}
+	var last error
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		pods := &corev1.PodList{}
+		if err := e.Admin.List(ctx, pods, client.InNamespace(ns)); err != nil || len(pods.Items) == 0 {
+			last = fmt.Errorf("no probe Pod yet: %v", err)
+			return false, nil
+		}
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"probe":"x"}}}`))
+		last = agentClient.Patch(ctx, &pods.Items[0], patch, client.DryRunAll)
+		return last != nil && strings.Contains(last.Error(), "rule warm-metadata"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to enforce the admission policies (last probe: %v): %w", last, err)
+	}
+	return nil
+}
+
+// decodeYAML reads every object in a multi-document YAML file.
+func decodeYAML(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+			return nil, fmt.Errorf("decoding %s: %w", path, err)
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+	return objs, nil
+}
+
 // startManager runs the controller and webhooks the way cmd/manager does.
 func (e *Env) startManager(opts Options) error {
-	managerCfg, err := e.UserConfig(ManagerUser, "system:masters")
+	managerCfg, err := e.UserConfig(ManagerUser)
 	if err != nil {
 		return err
 	}
 	install := e.Environment.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(managerCfg, ctrl.Options{
-		Scheme:                 e.Scheme,
-		Cache:                  controllers.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Scheme:  e.Scheme,
+		Cache:   controllers.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		// A test binary may start an environment more than once (a Ginkgo
+		// suite and a plain test in one package).
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 		HealthProbeBindAddress: "0",
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    install.LocalServingHost,
