@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -19,13 +20,19 @@ import (
 const poolIndex = "sandboxset"
 
 // PoolPodSelector selects the Pods the manager caches: those of any pool,
-// claimed or not. Every other Pod in the cluster stays out of memory.
+// claimed or not. Every other Pod in the cluster stays out of memory, and so
+// does a Pod with an empty pool label, which names no pool (admission
+// refuses that label anyway: config/policies/pool_label.yaml).
 func PoolPodSelector() labels.Selector {
-	req, err := labels.NewRequirement(agentsv1alpha1.LabelSandboxSet, selection.Exists, nil)
+	exists, err := labels.NewRequirement(agentsv1alpha1.LabelSandboxSet, selection.Exists, nil)
 	if err != nil {
 		panic(fmt.Sprintf("pool selector: %v", err)) // constant input; cannot fail
 	}
-	return labels.NewSelector().Add(*req)
+	notEmpty, err := labels.NewRequirement(agentsv1alpha1.LabelSandboxSet, selection.NotEquals, []string{""})
+	if err != nil {
+		panic(fmt.Sprintf("pool selector: %v", err))
+	}
+	return labels.NewSelector().Add(*exists, *notEmpty)
 }
 
 // poolSelector selects the Pods in one SandboxSet's pool: its own, unclaimed.
@@ -56,10 +63,12 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// TrimPod keeps only the Pod fields the controller reads: identity, labels,
-// annotations, owners and readiness. At 10,000 pool Pods the spec and the
-// rest of the status are most of the cache's memory. The controller only
-// ever patches Pods, so a trimmed copy is never written back.
+// TrimPod keeps only the Pod fields the controller reads: identity, the
+// operator's own labels and annotations, owners and readiness. At 10,000
+// pool Pods the spec and the rest of the status are most of the cache's
+// memory, and a holder may put up to 256 KiB of its own metadata on its
+// sandbox: none of it is kept. The controller only ever patches Pods, so a
+// trimmed copy is never written back.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -67,6 +76,8 @@ func TrimPod(obj any) (any, error) {
 	}
 	meta := pod.ObjectMeta
 	meta.ManagedFields = nil
+	meta.Labels = operatorKeys(pod.Labels)
+	meta.Annotations = operatorKeys(pod.Annotations)
 	trimmed := &corev1.Pod{
 		TypeMeta:   pod.TypeMeta,
 		ObjectMeta: meta,
@@ -85,6 +96,21 @@ func TrimPod(obj any) (any, error) {
 		}
 	}
 	return trimmed, nil
+}
+
+// operatorKeys returns the agents.kruise.io/ entries of a label or
+// annotation map, or nil if there are none.
+func operatorKeys(m map[string]string) map[string]string {
+	var out map[string]string
+	for key, value := range m {
+		if strings.HasPrefix(key, agentsv1alpha1.KeyPrefix) {
+			if out == nil {
+				out = make(map[string]string, 4)
+			}
+			out[key] = value
+		}
+	}
+	return out
 }
 
 // poolIndexKeys is the poolIndex extractor.
