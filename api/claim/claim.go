@@ -210,17 +210,22 @@ func claimable(pod *corev1.Pod) bool {
 	return pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) && agentsv1alpha1.IsPodReady(pod)
 }
 
-// claimPod sends the claim: a merge patch of the holder label alone, with
-// no resourceVersion, so the API server judges it against the stored Pod.
-// The response is the Pod as stored, already marked claimed by the webhook.
+// claimPod sends the claim: a JSON patch that adds the holder label only if
+// the Pod is still available. The API server applies it to the Pod as
+// stored, so of two claims racing for one Pod only one passes the test, even
+// when both carry the same agent id. The response is the Pod as stored,
+// already marked claimed by the webhook.
 func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error) {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{agentsv1alpha1.LabelClaimedBy: a.agent}}})
+	patch, err := json.Marshal([]map[string]string{
+		{"op": "test", "path": statePointer, "value": string(agentsv1alpha1.StateAvailable)},
+		{"op": "add", "path": "/metadata/labels/" + escapePointer(agentsv1alpha1.LabelClaimedBy), "value": a.agent},
+	})
 	if err != nil {
 		return nil, err
 	}
 	claimed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: a.namespace, Name: name}}
-	if err := a.c.Patch(ctx, claimed, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		if apierrors.IsForbidden(err) {
+	if err := a.c.Patch(ctx, claimed, client.RawPatch(types.JSONPatchType, patch)); err != nil {
+		if isRBACRefusal(err) {
 			return nil, apiError(err, "patch", "pods", a.namespace, agentRoleHint)
 		}
 		return nil, fmt.Errorf("claiming sandbox %s: %w", name, err)
@@ -228,22 +233,37 @@ func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error
 	return claimed, nil
 }
 
+// statePointer is the state label's JSON pointer, which a claim tests.
+var statePointer = "/metadata/labels/" + escapePointer(agentsv1alpha1.LabelState)
+
+// escapePointer escapes a map key for a JSON pointer (RFC 6901).
+func escapePointer(key string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
+}
+
 // holderField is how the claim webhook names the holder label in its refusals.
 const holderField = "metadata.labels[" + agentsv1alpha1.LabelClaimedBy + "]"
 
 // lostRace reports whether a claim failed because the Pod stopped being
-// claimable since it was listed: another agent claimed it (Conflict), it
-// lost readiness or began terminating (the webhook forbids the holder
-// label), or it is gone.
+// claimable since it was listed: it is no longer available (the claim's
+// test operation failed), another agent claimed it (Conflict), it lost
+// readiness or began terminating (the webhook forbids the holder label), or
+// it is gone.
 func lostRace(err error) bool {
 	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 		return true
 	}
 	var status apierrors.APIStatus
-	if !apierrors.IsInvalid(err) || !errors.As(err, &status) || status.Status().Details == nil {
+	if !apierrors.IsInvalid(err) || !errors.As(err, &status) {
 		return false
 	}
-	for _, cause := range status.Status().Details.Causes {
+	details := status.Status().Details
+	if details == nil || len(details.Causes) == 0 {
+		// A failed JSON patch test: the API server answers 422 with neither
+		// message nor causes. Every refusal of the claim itself names a field.
+		return true
+	}
+	for _, cause := range details.Causes {
 		if cause.Type == metav1.CauseTypeForbidden && cause.Field == holderField {
 			return true
 		}

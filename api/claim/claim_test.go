@@ -2,6 +2,7 @@ package claim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -40,6 +41,29 @@ var _ = Describe("Claim", func() {
 		newPool(ctx, ns, "demo", 10, true)
 		claim := func(id string) (*Sandbox, error) { return agent.Claim(ctx, ns, "demo", id, ClaimOptions{}) }
 		Expect(raceClaims(ctx, ns, slices.Repeat([]claimer{claim}, 20))).To(HaveLen(10))
+	})
+
+	It("never gives one sandbox to two workers that share an agent id and an identity", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, true)
+		results := make(chan error, 8)
+		start := make(chan struct{})
+		for range 8 {
+			go func() {
+				<-start
+				_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{MaxAttempts: 1})
+				results <- err
+			}()
+		}
+		close(start)
+		won := 0
+		for range 8 {
+			if err := <-results; err == nil {
+				won++
+			} else {
+				Expect(errors.Is(err, ErrLostRaces) || errors.Is(err, ErrPoolEmpty)).To(BeTrue(), "a loser is told why, got %v", err)
+			}
+		}
+		Expect(won).To(Equal(1))
 	})
 
 	It("waits for a sandbox to become available, and takes it at once", func(ctx SpecContext) {

@@ -3,6 +3,7 @@ package claim
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -42,9 +43,16 @@ const agentRoleHint = "an agent needs the Role in config/rbac/agent_role.yaml"
 // apiError wraps an API error with the call that failed, turning an RBAC
 // refusal into ErrForbidden with hint saying what grants the right.
 func apiError(err error, verb, resource, namespace, hint string) error {
-	if apierrors.IsForbidden(err) {
+	if isRBACRefusal(err) {
 		return &kindError{kind: ErrForbidden, err: err,
 			msg: fmt.Sprintf("not allowed to %s %s in namespace %s: %v; %s", verb, resource, namespace, err, hint)}
 	}
 	return fmt.Errorf("%s %s in namespace %s: %w", verb, resource, namespace, err)
+}
+
+// isRBACRefusal tells RBAC's Forbidden from an admission policy's: the
+// policies (config/policies) refuse with Forbidden too, and their message,
+// not a Role, says what to do.
+func isRBACRefusal(err error) bool {
+	return apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "ValidatingAdmissionPolicy")
 }
