@@ -61,6 +61,7 @@ type params struct {
 	ClusterName       string        `json:"clusterName"`
 	Scenarios         string        `json:"scenarios"`
 	Claim             string        `json:"claim"`
+	AgentsAs          string        `json:"agentsAs"`
 	Systems           string        `json:"systems"`
 	// ManagerMemoryLimitMiB runs the manager as in a container with this
 	// memory limit (GOMEMLIMIT at 90% of it); 0 means no limit.
@@ -92,6 +93,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.CreateParallelism, "create-parallelism", 64, "the floor's raw loop: creations in flight")
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
 	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
+	fs.StringVar(&p.AgentsAs, "agents-as", agentsAsServiceAccount, "who agents claim as: serviceaccount (one holding config/rbac/agent_role.yaml, as in production, held to the admission policies) or admin (trusted: the policies skip it)")
 	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")
 	fs.StringVar(&p.Systems, "systems", sysSandboxSet+","+sysReplicaSet, "comma-separated systems to run (for development: the tables need both for ratios)")
 	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
@@ -260,7 +262,7 @@ func connect(ctx context.Context, cl *cluster, p params, res *results) (*bench, 
 	if err != nil {
 		return nil, fmt.Errorf("creating a client: %w", err)
 	}
-	e := &env{cfg: cfg, cs: cs, c: c, p: p}
+	e := &env{cfg: cfg, cs: cs, c: c, p: p, repo: cl.repo}
 	b := &bench{env: e, cl: cl, pids: cl.pids(), res: res}
 	res.PIDs = b.pids
 	if b.sbs, err = newSandboxSetSystem(ctx, e); err != nil {

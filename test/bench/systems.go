@@ -83,10 +83,11 @@ type system interface {
 // straight from the API server and are not throttled client-side, so the
 // benchmark measures the cluster, not client-go's rate limiter.
 type env struct {
-	cfg *rest.Config
-	cs  kubernetes.Interface
-	c   client.WithWatch
-	p   params
+	cfg  *rest.Config
+	cs   kubernetes.Interface
+	c    client.WithWatch
+	p    params
+	repo string
 }
 
 // sandboxTemplate is the Pod both systems keep warm.
@@ -115,6 +116,10 @@ type base struct {
 	ns, pool string
 	t        *tracker
 	pt       *podtrack.Creations
+	// agent and agentCS are the agents' clients (-agents-as): every claim,
+	// and the list a claim picks from, goes through them.
+	agent   client.WithWatch
+	agentCS kubernetes.Interface
 }
 
 func (b *base) namespace() string              { return b.ns }
@@ -156,7 +161,11 @@ func newSandboxSetSystem(ctx context.Context, e *env) (*sandboxSetSystem, error)
 	if err != nil {
 		return nil, err
 	}
-	s := &sandboxSetSystem{base: base{env: e, ns: ns, pool: "pool"}, claims: claim.New(e.c)}
+	s := &sandboxSetSystem{base: base{env: e, ns: ns, pool: "pool"}}
+	if s.agent, s.agentCS, err = agentClients(ctx, e, ns); err != nil {
+		return nil, err
+	}
+	s.claims = claim.New(s.agent)
 	sbs := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: s.pool},
 		Spec: agentsv1alpha1.SandboxSetSpec{
@@ -237,7 +246,7 @@ func (s *sandboxSetSystem) claim(ctx context.Context, id string) claimResult {
 func (s *sandboxSetSystem) pick(ctx context.Context) error {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := s.c.List(ctx, list, client.InNamespace(s.ns), client.MatchingLabels{
+	if err := s.agent.List(ctx, list, client.InNamespace(s.ns), client.MatchingLabels{
 		agentsv1alpha1.LabelSandboxSet: s.pool, agentsv1alpha1.LabelState: string(agentsv1alpha1.StateAvailable),
 	}); err != nil {
 		return fmt.Errorf("listing the available sandboxes of %s/%s: %w", s.ns, s.pool, err)
@@ -245,13 +254,17 @@ func (s *sandboxSetSystem) pick(ctx context.Context) error {
 	return nil
 }
 
-// patchOnly is the claim package's write, without its list.
+// patchOnly is the claim package's write, without its list: the holder
+// label, on condition that the Pod is still available.
 func (s *sandboxSetSystem) patchOnly(ctx context.Context, pod, id string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{agentsv1alpha1.LabelClaimedBy: id}}})
+	patch, err := json.Marshal([]map[string]string{
+		{"op": "test", "path": "/metadata/labels/agents.kruise.io~1state", "value": string(agentsv1alpha1.StateAvailable)},
+		{"op": "add", "path": "/metadata/labels/agents.kruise.io~1claimed-by", "value": id},
+	})
 	if err != nil {
 		return fmt.Errorf("encoding the claim of %s: %w", pod, err)
 	}
-	if _, err := s.cs.CoreV1().Pods(s.ns).Patch(ctx, pod, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := s.agentCS.CoreV1().Pods(s.ns).Patch(ctx, pod, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("claiming sandbox %s/%s: %w", s.ns, pod, err)
 	}
 	return nil
@@ -323,6 +336,9 @@ func newReplicaSetSystem(ctx context.Context, e *env) (*replicaSetSystem, error)
 		return nil, err
 	}
 	r := &replicaSetSystem{base{env: e, ns: ns, pool: "pool"}}
+	if r.agent, r.agentCS, err = agentClients(ctx, e, ns); err != nil {
+		return nil, err
+	}
 	labels := map[string]string{"app": r.pool, rsPoolLabel: rsWarm}
 	rs := &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: r.pool},
@@ -371,7 +387,7 @@ func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResul
 	res.id = id
 	defer func() { res.latency = time.Since(start) }()
 	for res.attempts < maxAttempts {
-		list, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm})
+		list, err := r.agentCS.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm})
 		if err != nil {
 			res.err = fmt.Errorf("listing the warm Pods of %s/%s: %w", r.ns, r.pool, err)
 			return res
@@ -404,7 +420,7 @@ func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResul
 
 // pick lists what claim lists: the warm Pods, whole.
 func (r *replicaSetSystem) pick(ctx context.Context) error {
-	if _, err := r.cs.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm}); err != nil {
+	if _, err := r.agentCS.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm}); err != nil {
 		return fmt.Errorf("listing the warm Pods of %s/%s: %w", r.ns, r.pool, err)
 	}
 	return nil
@@ -420,7 +436,7 @@ func (r *replicaSetSystem) patchOnly(ctx context.Context, pod, id string) error 
 	if err != nil {
 		return fmt.Errorf("encoding the claim of %s: %w", pod, err)
 	}
-	if _, err := r.cs.CoreV1().Pods(r.ns).Patch(ctx, pod, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+	if _, err := r.agentCS.CoreV1().Pods(r.ns).Patch(ctx, pod, types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("claiming Pod %s/%s: %w", r.ns, pod, err)
 	}
 	return nil
