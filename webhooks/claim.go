@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -36,12 +37,22 @@ var (
 // Writes that leave the four pool labels alone never reach this webhook
 // (its matchConditions); the pool-pods admission policy (config/policies)
 // judges those, and who may write to a claimed Pod at all.
-func admitPoolPodUpdate(oldPod, newPod *corev1.Pod, byManager bool) (claim bool, err error) {
+func admitPoolPodUpdate(oldPod, newPod *corev1.Pod, who requester, now time.Time) (claim bool, err error) {
 	oldHolder := oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
 	newHolder := newPod.Labels[agentsv1alpha1.LabelClaimedBy]
+	byManager := who.manager
 	switch {
 	case oldHolder != "" && newHolder == oldHolder:
-		return false, invalid(podKind, newPod.Name, claimedPodChanges(oldPod, newPod, byManager))
+		errs := claimedPodChanges(oldPod, newPod, byManager)
+		// The holder's renewal is judged here. Anyone else's write is the
+		// pool-pods policy's to refuse, after this webhook, by naming the
+		// holder; only trusted identities get past it, unjudged.
+		holderUser := oldPod.Annotations[agentsv1alpha1.AnnotationClaimedByUser]
+		renewed := oldPod.Annotations[agentsv1alpha1.AnnotationShutdownTime] != newPod.Annotations[agentsv1alpha1.AnnotationShutdownTime]
+		if renewed && (holderUser == "" || holderUser == who.username) {
+			errs = append(errs, validateShutdownTime(newPod, now)...)
+		}
+		return false, invalid(podKind, newPod.Name, errs)
 	case oldHolder != "" && newHolder == "":
 		return false, invalid(podKind, newPod.Name, field.ErrorList{field.Forbidden(holderPath, fmt.Sprintf(
 			"sandbox %s is claimed by %s and a claim cannot be removed; delete the Pod to release the sandbox", newPod.Name, oldHolder))})
@@ -52,6 +63,13 @@ func admitPoolPodUpdate(oldPod, newPod *corev1.Pod, byManager bool) (claim bool,
 	default:
 		return false, invalid(podKind, newPod.Name, poolLabelChanges(oldPod, newPod, byManager))
 	}
+}
+
+// requester is who sent an update, as the Pod webhook judges it.
+type requester struct {
+	username string
+	// manager says it is the SandboxSet controller's own identity.
+	manager bool
 }
 
 // validateClaim checks an agent's claim of an unclaimed Pod.
@@ -91,11 +109,11 @@ func isControlledByItsPool(pod *corev1.Pod) bool {
 }
 
 // operatorAnnotationChanges refuses an agent's change to any agents.kruise.io/
-// annotation: the claim webhook stamps them itself.
+// annotation but the shutdown time: the claim webhook stamps them itself.
 func operatorAnnotationChanges(oldPod, newPod *corev1.Pod) field.ErrorList {
 	var errs field.ErrorList
 	for _, key := range operatorKeys(oldPod.Annotations, newPod.Annotations) {
-		if oldPod.Annotations[key] != newPod.Annotations[key] {
+		if key != agentsv1alpha1.AnnotationShutdownTime && oldPod.Annotations[key] != newPod.Annotations[key] {
 			errs = append(errs, field.Forbidden(annotationsPath.Key(key), "rule claim-keys: set by the operator and cannot be changed"))
 		}
 	}
@@ -157,16 +175,26 @@ func protectedLabelChanges(oldPod, newPod *corev1.Pod, keys ...string) field.Err
 }
 
 // completeClaim makes the claim whole in the same write: the Pod is marked
-// claimed, stamped with the time and the identity that claimed it, and
-// released from its SandboxSet, so the garbage collector never deletes a
-// sandbox an agent holds.
-func completeClaim(pod *corev1.Pod, now time.Time, username string) {
+// claimed, stamped with the time and the identity that claimed it, given
+// its pool's lifetime, and released from its SandboxSet, so the garbage
+// collector never deletes a sandbox an agent holds. It refuses a shutdown
+// time the claim chose beyond what the pool allows.
+func completeClaim(pod *corev1.Pod, now time.Time, username string, lifetime *agentsv1alpha1.ClaimLifetime) field.ErrorList {
 	pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateClaimed)
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
 	pod.Annotations[agentsv1alpha1.AnnotationClaimedAt] = now.UTC().Format(time.RFC3339Nano)
 	pod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] = username
+	if lifetime != nil && lifetime.Max != nil {
+		pod.Annotations[agentsv1alpha1.AnnotationMaxShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(lifetime.Max.Duration))
+	}
+	if _, set := pod.Annotations[agentsv1alpha1.AnnotationShutdownTime]; !set && lifetime != nil {
+		// Without a default, a pool with a maximum gives the maximum.
+		if d := cmp.Or(lifetime.Default, lifetime.Max); d != nil {
+			pod.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(d.Duration))
+		}
+	}
 	refs := pod.OwnerReferences[:0]
 	for _, ref := range pod.OwnerReferences {
 		if !isSandboxSetRef(ref.APIVersion, ref.Kind) {
@@ -177,6 +205,40 @@ func completeClaim(pod *corev1.Pod, now time.Time, username string) {
 	if len(refs) == 0 {
 		pod.OwnerReferences = nil
 	}
+	return validateShutdownTime(pod, now)
+}
+
+var shutdownTimePath = annotationsPath.Key(agentsv1alpha1.AnnotationShutdownTime)
+
+// validateShutdownTime checks a claimed Pod's shutdown time: a valid time,
+// in the future, no later than its maximum, and not removed if it has one.
+func validateShutdownTime(pod *corev1.Pod, now time.Time) field.ErrorList {
+	value, set := pod.Annotations[agentsv1alpha1.AnnotationShutdownTime]
+	maxValue, hasMax := pod.Annotations[agentsv1alpha1.AnnotationMaxShutdownTime]
+	if !set {
+		if hasMax {
+			return field.ErrorList{field.Required(shutdownTimePath, fmt.Sprintf(
+				"rule shutdown-time: sandbox %s may live until %s at the latest, so its shutdown time cannot be removed; move it instead", pod.Name, maxValue))}
+		}
+		return nil
+	}
+	at, err := agentsv1alpha1.ParseShutdownTime(value)
+	switch {
+	case err != nil:
+		return field.ErrorList{field.Invalid(shutdownTimePath, value, "rule shutdown-time: must be an RFC 3339 UTC time, e.g. 2026-12-01T10:00:00Z")}
+	case !at.After(now):
+		return field.ErrorList{field.Invalid(shutdownTimePath, value, fmt.Sprintf(
+			"rule shutdown-time: must be in the future (it is now %s); to end the sandbox now, delete it", agentsv1alpha1.FormatShutdownTime(now)))}
+	}
+	if !hasMax {
+		return nil
+	}
+	limit, err := agentsv1alpha1.ParseShutdownTime(maxValue)
+	if err == nil && at.After(limit) {
+		return field.ErrorList{field.Invalid(shutdownTimePath, value, fmt.Sprintf(
+			"rule shutdown-time: must be no later than %s, the claim time plus its SandboxSet's claimLifetime.max", maxValue))}
+	}
+	return nil
 }
 
 func isSandboxSetRef(apiVersion, kind string) bool {

@@ -114,7 +114,7 @@ func coldClaimMetadata(sbs *agentsv1alpha1.SandboxSet, pod *corev1.Pod) field.Er
 	}{
 		{labelsPath, sbs.Spec.Template.Labels, pod.Labels,
 			[]string{agentsv1alpha1.LabelSandboxSet, agentsv1alpha1.LabelRevision, agentsv1alpha1.LabelClaimedBy, agentsv1alpha1.LabelState}},
-		{annotationsPath, sbs.Spec.Template.Annotations, pod.Annotations, nil},
+		{annotationsPath, sbs.Spec.Template.Annotations, pod.Annotations, []string{agentsv1alpha1.AnnotationShutdownTime}},
 	} {
 		for key, value := range withoutOperatorKeys(m.want) {
 			if got, ok := m.got[key]; !ok || got != value {

@@ -95,7 +95,7 @@ func FuzzAdmitPoolPodUpdate(f *testing.F) {
 			newPod.Labels[agentsv1alpha1.LabelClaimedBy] = newHolder
 		}
 
-		claim, err := admitPoolPodUpdate(oldPod, newPod, byManager)
+		claim, err := admitPoolPodUpdate(oldPod, newPod, requester{username: "agent", manager: byManager}, time.Now())
 		if err != nil {
 			var status apierrors.APIStatus
 			if !errors.As(err, &status) || !strings.Contains(err.Error(), oldPod.Name) {
@@ -116,7 +116,7 @@ func FuzzAdmitPoolPodUpdate(f *testing.F) {
 		if oldHolder != "" || newHolder == "" || !ready || terminating {
 			t.Fatalf("allowed a claim by %q of a Pod held by %q (ready=%v, terminating=%v)", newHolder, oldHolder, ready, terminating)
 		}
-		completeClaim(newPod, time.Now(), "system:serviceaccount:agents:agent-1")
+		completeClaim(newPod, time.Now(), "system:serviceaccount:agents:agent-1", nil)
 		if newPod.Labels[agentsv1alpha1.LabelState] != string(agentsv1alpha1.StateClaimed) || len(newPod.OwnerReferences) != 0 {
 			t.Fatalf("a completed claim left state %q and owners %v", newPod.Labels[agentsv1alpha1.LabelState], newPod.OwnerReferences)
 		}

@@ -41,9 +41,9 @@ type PodWebhook struct {
 // The API server calls the Pod webhook only where it has something to
 // decide, since every call is a round trip on a claim's or a refill's path:
 //   - the objectSelector keeps every other Pod in the cluster away;
-//   - changes-pool-labels skips updates that leave the four pool labels alone
-//     (the webhook admits those unchanged), such as an agent's own labels on
-//     its sandbox;
+//   - changes-what-it-judges skips updates that leave the four pool labels
+//     and the shutdown time alone (the webhook admits those unchanged), such
+//     as an agent's own labels on its sandbox;
 //   - not-the-manager skips the manager's own updates, such as moving a Pod
 //     between creating and available. It is only a shortcut: a manager that
 //     runs under another name is simply judged as it would be without it.
@@ -51,7 +51,7 @@ type PodWebhook struct {
 //
 // Creations always reach it: it stamps every new pool Pod.
 //
-// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-pool-labels","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue(''))"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-what-it-judges","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue('')) || object.metadata.?annotations[?'agents.kruise.io/shutdown-time'] != oldObject.metadata.?annotations[?'agents.kruise.io/shutdown-time']"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
 
 // Default admits a pool Pod's creation or update, completing it where the
 // operator owes it something: a new Pod's stamps, a claim's release.
@@ -69,16 +69,34 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
 			return apierrors.NewBadRequest(fmt.Sprintf("decoding the Pod being updated: %v", err))
 		}
-		claim, err := admitPoolPodUpdate(oldPod, pod, byManager)
+		now := w.now()
+		claim, err := admitPoolPodUpdate(oldPod, pod, requester{username: req.UserInfo.Username, manager: byManager}, now)
+		if err != nil || !claim {
+			return err
+		}
+		lifetime, err := w.claimLifetime(ctx, pod)
 		if err != nil {
 			return err
 		}
-		if claim {
-			completeClaim(pod, w.now(), req.UserInfo.Username)
-			ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
+		if err := invalid(podKind, pod.Name, completeClaim(pod, now, req.UserInfo.Username, lifetime)); err != nil {
+			return err
 		}
+		ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
 	}
 	return nil
+}
+
+// claimLifetime is the lifetime policy of the Pod's SandboxSet, or nil.
+func (w *PodWebhook) claimLifetime(ctx context.Context, pod *corev1.Pod) (*agentsv1alpha1.ClaimLifetime, error) {
+	sbs := &agentsv1alpha1.SandboxSet{}
+	key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Labels[agentsv1alpha1.LabelSandboxSet]}
+	if err := w.Client.Get(ctx, key, sbs); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil // a claim of a Pod whose pool is gone; the pool's GC will follow
+		}
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading SandboxSet %s: %w", key.Name, err))
+	}
+	return sbs.Spec.ClaimLifetime, nil
 }
 
 // admitCreate stamps a new pool Pod with its SandboxSet's persistent
@@ -127,8 +145,7 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username 
 		return invalid(podKind, pod.Name, errs)
 	}
 	stampNewPod(pod, sbs)
-	completeClaim(pod, w.now(), username)
-	return nil
+	return invalid(podKind, pod.Name, completeClaim(pod, w.now(), username, sbs.Spec.ClaimLifetime))
 }
 
 // stampNewPod gives a new pool Pod the annotation that tells the sandbox

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -43,6 +44,7 @@ func validateSandboxSet(sbs, old *agentsv1alpha1.SandboxSet, maxReplicas int32) 
 	errs = append(errs, validateReplicas(sbs.Spec.Replicas, oldReplicas, maxReplicas, spec.Child("replicas"))...)
 	errs = append(errs, validatePersistentContents(sbs.Spec.PersistentContents, spec.Child("persistentContents"))...)
 	errs = append(errs, validateMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, spec.Child("updateStrategy", "maxUnavailable"))...)
+	errs = append(errs, validateClaimLifetime(sbs.Spec.ClaimLifetime, spec.Child("claimLifetime"))...)
 	errs = append(errs, validateTemplate(sbs, spec.Child("template"))...)
 	return errs
 }
@@ -89,6 +91,28 @@ func validateMaxUnavailable(v *intstr.IntOrString, path *field.Path) field.Error
 		return field.ErrorList{field.Invalid(path, v.StrVal, "must be a whole number of Pods or a percentage from 0% to 100%, e.g. 25%")}
 	}
 	return nil
+}
+
+// validateClaimLifetime wants positive durations, the default no longer
+// than the maximum.
+func validateClaimLifetime(l *agentsv1alpha1.ClaimLifetime, path *field.Path) field.ErrorList {
+	if l == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	for _, d := range []struct {
+		name  string
+		value *metav1.Duration
+	}{{"default", l.Default}, {"max", l.Max}} {
+		if d.value != nil && d.value.Duration <= 0 {
+			errs = append(errs, field.Invalid(path.Child(d.name), d.value.Duration.String(), "must be a positive duration, e.g. 10m or 2h"))
+		}
+	}
+	if len(errs) == 0 && l.Default != nil && l.Max != nil && l.Default.Duration > l.Max.Duration {
+		errs = append(errs, field.Invalid(path.Child("default"), l.Default.Duration.String(),
+			fmt.Sprintf("must not be longer than claimLifetime.max (%s)", l.Max.Duration)))
+	}
+	return errs
 }
 
 // validateTemplate checks what would keep the template from making a valid

@@ -114,7 +114,7 @@ func randomWrite(rng *rand.Rand) write {
 		agentsv1alpha1.AnnotationClaimedAt, agentsv1alpha1.AnnotationClaimedByUser, agentsv1alpha1.AnnotationPersistentContents,
 		agentsv1alpha1.KeyPrefix + "shutdown-time", agentsv1alpha1.KeyPrefix + "x", "task", "note", "example.com/owner"}
 	values := []string{"", "agent-1", "agent-2", "agent-a", "agent-b", "available", "claimed", "creating", "demo", "other",
-		"ip", "filesystem", "2030-01-01T00:00:00Z", strings.Repeat("x", rng.IntN(3000))}
+		"ip", "filesystem", "2030-01-01T00:00:00Z", "2020-01-01T00:00:00Z", "2030-01-01T00:00:00+01:00", strings.Repeat("x", rng.IntN(3000))}
 	w := write{
 		target: rng.IntN(2), who: rng.IntN(2), op: []int{opPatch, opPatch, opPatch, opStatus, opEphemeral, opResize, opDelete, opEvict}[rng.IntN(8)],
 		labelKey: pick(keys...), labelValue: pick(values...), annotationKey: pick(keys...), annotationValue: pick(values...),
@@ -283,12 +283,21 @@ func judge(orig, got *corev1.Pod, user string, op int) string {
 	if holder == "" && got.Labels[agentsv1alpha1.LabelClaimedBy] != "" {
 		return judgeClaim(orig, got, user)
 	}
+	origAnnotations, gotAnnotations := operatorEntries(orig.Annotations), operatorEntries(got.Annotations)
+	if holder != "" && op == opPatch && origAnnotations[agentsv1alpha1.AnnotationShutdownTime] != gotAnnotations[agentsv1alpha1.AnnotationShutdownTime] {
+		// The holder's renewal: any valid shutdown time.
+		if problem := judgeShutdownTime(got); problem != "" {
+			return problem
+		}
+		delete(origAnnotations, agentsv1alpha1.AnnotationShutdownTime)
+		delete(gotAnnotations, agentsv1alpha1.AnnotationShutdownTime)
+	}
 	switch {
 	case !equality.Semantic.DeepEqual(orig.OwnerReferences, got.OwnerReferences):
 		return "the owner references changed"
 	case !maps.Equal(operatorEntries(orig.Labels), operatorEntries(got.Labels)):
 		return "an agents.kruise.io/ label changed"
-	case !maps.Equal(operatorEntries(orig.Annotations), operatorEntries(got.Annotations)):
+	case !maps.Equal(origAnnotations, gotAnnotations):
 		return "an agents.kruise.io/ annotation changed"
 	case holder == "" && !(maps.Equal(orig.Labels, got.Labels) && maps.Equal(orig.Annotations, got.Annotations)):
 		return "a warm sandbox's metadata changed"
@@ -308,6 +317,17 @@ func judgeClaim(orig, got *corev1.Pod, user string) string {
 	wantAnnotations := operatorEntries(orig.Annotations)
 	wantAnnotations[agentsv1alpha1.AnnotationClaimedAt] = got.Annotations[agentsv1alpha1.AnnotationClaimedAt]
 	wantAnnotations[agentsv1alpha1.AnnotationClaimedByUser] = user
+	claimedAt, err := time.Parse(time.RFC3339Nano, got.Annotations[agentsv1alpha1.AnnotationClaimedAt])
+	if err != nil {
+		return fmt.Sprintf("the claim time %q is not a time", got.Annotations[agentsv1alpha1.AnnotationClaimedAt])
+	}
+	wantAnnotations[agentsv1alpha1.AnnotationMaxShutdownTime] = agentsv1alpha1.FormatShutdownTime(claimedAt.Add(fixtureMaxLifetime))
+	if shutdown, ok := got.Annotations[agentsv1alpha1.AnnotationShutdownTime]; ok {
+		if problem := judgeShutdownTime(got); problem != "" {
+			return problem
+		}
+		wantAnnotations[agentsv1alpha1.AnnotationShutdownTime] = shutdown
+	}
 	switch {
 	case !maps.Equal(wantLabels, operatorEntries(got.Labels)):
 		return fmt.Sprintf("the claim left operator labels %v", operatorEntries(got.Labels))
@@ -315,6 +335,30 @@ func judgeClaim(orig, got *corev1.Pod, user string) string {
 		return fmt.Sprintf("the claim left operator annotations %v", operatorEntries(got.Annotations))
 	case len(got.OwnerReferences) != 0:
 		return fmt.Sprintf("the claimed Pod kept owners %v", got.OwnerReferences)
+	}
+	return ""
+}
+
+// judgeShutdownTime checks an admitted shutdown time: a valid time in the
+// future, no later than the Pod's maximum.
+func judgeShutdownTime(pod *corev1.Pod) string {
+	value, ok := pod.Annotations[agentsv1alpha1.AnnotationShutdownTime]
+	maxValue, hasMax := pod.Annotations[agentsv1alpha1.AnnotationMaxShutdownTime]
+	if !ok {
+		if hasMax {
+			return "the shutdown time of a sandbox with a maximum was removed"
+		}
+		return ""
+	}
+	at, err := agentsv1alpha1.ParseShutdownTime(value)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("an invalid shutdown time %q", value)
+	case !at.After(time.Now().Add(-time.Minute)):
+		return fmt.Sprintf("a past shutdown time %q", value)
+	}
+	if limit, err := agentsv1alpha1.ParseShutdownTime(maxValue); hasMax && (err != nil || at.After(limit)) {
+		return fmt.Sprintf("shutdown time %q beyond the maximum %q", value, maxValue)
 	}
 	return ""
 }
@@ -328,6 +372,9 @@ func operatorEntries(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+// fixtureMaxLifetime is the fixture pool's claimLifetime.max.
+const fixtureMaxLifetime = 24 * time.Hour
 
 // tenancyFixture is a pool of two in its own namespace: one warm sandbox,
 // one claimed by agent-a; agent-b holds none. Both hold the agent Role, and
@@ -390,7 +437,11 @@ func (fx *tenancyFixture) setUp(ctx context.Context, env *envtestenv.Env) error 
 	}
 	sbs := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: fx.ns, Name: "demo"},
-		Spec:       agentsv1alpha1.SandboxSetSpec{Replicas: 2, Template: newSandboxSet(fx.ns, "demo", 2).Spec.Template},
+		Spec: agentsv1alpha1.SandboxSetSpec{
+			Replicas: 2, Template: newSandboxSet(fx.ns, "demo", 2).Spec.Template,
+			// A maximum, so that renewals past it are among the writes.
+			ClaimLifetime: &agentsv1alpha1.ClaimLifetime{Max: &metav1.Duration{Duration: fixtureMaxLifetime}},
+		},
 	}
 	if err := fx.admin.Create(ctx, sbs); err != nil {
 		return err

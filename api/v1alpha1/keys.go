@@ -27,6 +27,18 @@ const (
 	// this is who the API server says it is.
 	AnnotationClaimedByUser = "agents.kruise.io/claimed-by-user"
 
+	// AnnotationShutdownTime is when the operator deletes a claimed Pod, an
+	// RFC 3339 UTC time. The holder sets it in the claim or later, and may
+	// move it (renew) up to AnnotationMaxShutdownTime. A claim of a pool with
+	// spec.claimLifetime.default gets it stamped when it sets none.
+	AnnotationShutdownTime = "agents.kruise.io/shutdown-time"
+
+	// AnnotationMaxShutdownTime is the latest shutdown time a claimed Pod may
+	// have: its claim time plus its pool's spec.claimLifetime.max at the
+	// claim, stamped by the claim webhook. The pool's later changes, or its
+	// deletion, do not move it.
+	AnnotationMaxShutdownTime = "agents.kruise.io/max-shutdown-time"
+
 	// AnnotationPersistentContents lists, comma-separated, what the sandbox
 	// runtime keeps across hibernation and wake-up.
 	AnnotationPersistentContents = "agents.kruise.io/persistent-contents"

@@ -37,10 +37,33 @@ type SandboxSetSpec struct {
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`
 
+	// ClaimLifetime bounds how long a claimed sandbox lives: the operator
+	// deletes it at its shutdown time (the agents.kruise.io/shutdown-time
+	// annotation). Without it, a claimed sandbox lives until its holder
+	// deletes it, unless the holder sets a shutdown time itself.
+	// +optional
+	ClaimLifetime *ClaimLifetime `json:"claimLifetime,omitempty"`
+
 	// UpdateStrategy says how warm sandboxes move to a new template.
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// ClaimLifetime is a pool's policy for the shutdown time of the sandboxes
+// claimed from it, applied at each claim.
+type ClaimLifetime struct {
+	// Default is the lifetime, counted from the claim, of a sandbox whose
+	// claim sets no shutdown time, e.g. 10m. Empty means Max, or no
+	// shutdown time if Max is empty too.
+	// +optional
+	Default *metav1.Duration `json:"default,omitempty"`
+
+	// Max is the longest a sandbox may live, counted from its claim, e.g.
+	// 2h: no shutdown time, in the claim or in a renewal, may be later, and
+	// none may be removed. Empty means no limit.
+	// +optional
+	Max *metav1.Duration `json:"max,omitempty"`
 }
 
 // SandboxSetUpdateStrategy limits how a template change rolls through the pool.
