@@ -29,6 +29,17 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms to 41 s
 	}, []string{"namespace", "sandboxset"})
 
+	expirations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sandboxset_expirations_total",
+		Help: "Claimed sandboxes deleted at their shutdown time, by the SandboxSet they came from.",
+	}, []string{"namespace", "sandboxset"})
+
+	expiryLateness = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sandboxset_expiry_lateness_seconds",
+		Help:    "Time from a claimed sandbox's shutdown time to the API server accepting its deletion.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms to 41 s
+	})
+
 	podOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sandboxset_pod_operations_total",
 		Help: "Pod writes by the SandboxSet controller, by operation and result.",
@@ -36,7 +47,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(poolSandboxes, poolDesired, claimsTotal, claimToReplacement, podOperations)
+	metrics.Registry.MustRegister(poolSandboxes, poolDesired, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
 }
 
 func forgetPoolMetrics(namespace, name string) {

@@ -95,6 +95,8 @@ func startManager() func() {
 		Options:  Options{Workers: 8, PodWriteParallelism: 64, ExpectationTTL: 2 * time.Minute},
 	}
 	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
+	expiry := &ExpiryReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sandbox-expiry-controller")}
+	Expect(expiry.SetupWithManager(mgr, 4)).To(Succeed())
 	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()

@@ -143,13 +143,8 @@ func run(ctx context.Context, o options) error {
 	}
 
 	if o.enableControllers {
-		reconciler := &controllers.SandboxSetReconciler{
-			Client:   mgr.GetClient(),
-			Recorder: mgr.GetEventRecorder("sandboxset-controller"),
-			Options:  o.controller,
-		}
-		if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
-			return fmt.Errorf("setting up the SandboxSet controller: %w", err)
+		if err := controllers.SetupWithManager(ctx, mgr, o.controller); err != nil {
+			return err
 		}
 	}
 	if o.enableWebhooks {

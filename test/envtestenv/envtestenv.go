@@ -253,13 +253,9 @@ func (e *Env) startManager(opts Options) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopManager, e.managerDone = cancel, make(chan struct{})
-	if err := (&controllers.SandboxSetReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("sandboxset-controller"),
-		Options:  controllers.Options{Workers: 4, PodWriteParallelism: 32, ExpectationTTL: time.Minute},
-	}).SetupWithManager(ctx, mgr); err != nil {
+	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{Workers: 4, PodWriteParallelism: 32, ExpectationTTL: time.Minute}); err != nil {
 		close(e.managerDone)
-		return fmt.Errorf("setting up the controller: %w", err)
+		return err
 	}
 	if err := opts.RegisterWebhooks(mgr); err != nil {
 		close(e.managerDone)
