@@ -46,6 +46,11 @@ type ClaimOptions struct {
 	// MaxAttempts bounds the claims sent; each races other agents for one
 	// sandbox. Zero means DefaultMaxAttempts.
 	MaxAttempts int
+	// TTL, if set, is how long the sandbox lives: the claim itself sets its
+	// shutdown time to the claim's start plus TTL, and the operator deletes
+	// it then unless it is renewed (Client.Renew). Zero leaves it to the
+	// pool's claimLifetime.default, if any.
+	TTL time.Duration
 }
 
 // Sandbox is a claimed sandbox Pod.
@@ -60,6 +65,8 @@ type Sandbox struct {
 	// it is not Ready yet.
 	Cold      bool      `json:"cold"`
 	ClaimedAt time.Time `json:"claimedAt,omitzero"`
+	// ShutdownTime is when the operator deletes the sandbox; zero if never.
+	ShutdownTime time.Time `json:"shutdownTime,omitzero"`
 	// Attempts and Latency describe the Claim that won it; they are zero
 	// for sandboxes listed by Claimed.
 	Attempts int           `json:"attempts,omitempty"`
@@ -101,6 +108,9 @@ func (c *Client) claim(ctx context.Context, namespace, sandboxSet, agent string,
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.TTL < 0 {
+		return nil, fmt.Errorf("a TTL must be positive, not %s", opts.TTL)
 	}
 	a := &attempt{Client: c, namespace: namespace, sandboxSet: sandboxSet, agent: agent, opts: opts, start: time.Now()}
 	pod, err := run(ctx, a)
@@ -216,10 +226,16 @@ func claimable(pod *corev1.Pod) bool {
 // when both carry the same agent id. The response is the Pod as stored,
 // already marked claimed by the webhook.
 func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error) {
-	patch, err := json.Marshal([]map[string]string{
+	ops := []map[string]string{
 		{"op": "test", "path": statePointer, "value": string(agentsv1alpha1.StateAvailable)},
 		{"op": "add", "path": "/metadata/labels/" + escapePointer(agentsv1alpha1.LabelClaimedBy), "value": a.agent},
-	})
+	}
+	if shutdown := a.shutdownTime(); shutdown != "" {
+		// Every pool Pod has annotations: the webhook stamps its
+		// persistent contents at creation.
+		ops = append(ops, map[string]string{"op": "add", "path": "/metadata/annotations/" + escapePointer(agentsv1alpha1.AnnotationShutdownTime), "value": shutdown})
+	}
+	patch, err := json.Marshal(ops)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +247,14 @@ func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error
 		return nil, fmt.Errorf("claiming sandbox %s: %w", name, err)
 	}
 	return claimed, nil
+}
+
+// shutdownTime is the shutdown time the claim sets, or "" for none.
+func (a *attempt) shutdownTime() string {
+	if a.opts.TTL <= 0 {
+		return ""
+	}
+	return agentsv1alpha1.FormatShutdownTime(a.start.Add(a.opts.TTL))
 }
 
 // statePointer is the state label's JSON pointer, which a claim tests.
@@ -349,12 +373,19 @@ func (a *attempt) claimCold(ctx context.Context, sbs *agentsv1alpha1.SandboxSet)
 	labels[agentsv1alpha1.LabelSandboxSet] = sbs.Name
 	labels[agentsv1alpha1.LabelRevision] = sbs.Spec.Revision()
 	labels[agentsv1alpha1.LabelClaimedBy] = a.agent
+	annotations := tmpl.Annotations
+	if shutdown := a.shutdownTime(); shutdown != "" {
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[agentsv1alpha1.AnnotationShutdownTime] = shutdown
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   sbs.Namespace,
 			Name:        sbs.Name + "-" + utilrand.String(5),
 			Labels:      labels,
-			Annotations: tmpl.Annotations,
+			Annotations: annotations,
 		},
 		Spec: tmpl.Spec,
 	}
@@ -371,12 +402,14 @@ func (a *attempt) claimCold(ctx context.Context, sbs *agentsv1alpha1.SandboxSet)
 func sandboxOf(pod *corev1.Pod) Sandbox {
 	// A missing or malformed stamp leaves ClaimedAt zero, which says unknown.
 	at, _ := time.Parse(time.RFC3339Nano, pod.Annotations[agentsv1alpha1.AnnotationClaimedAt])
+	shutdown, _ := agentsv1alpha1.ShutdownTime(pod)
 	return Sandbox{
-		Name:       pod.Name,
-		Namespace:  pod.Namespace,
-		SandboxSet: pod.Labels[agentsv1alpha1.LabelSandboxSet],
-		Agent:      pod.Labels[agentsv1alpha1.LabelClaimedBy],
-		IP:         pod.Status.PodIP,
-		ClaimedAt:  at,
+		ShutdownTime: shutdown,
+		Name:         pod.Name,
+		Namespace:    pod.Namespace,
+		SandboxSet:   pod.Labels[agentsv1alpha1.LabelSandboxSet],
+		Agent:        pod.Labels[agentsv1alpha1.LabelClaimedBy],
+		IP:           pod.Status.PodIP,
+		ClaimedAt:    at,
 	}
 }

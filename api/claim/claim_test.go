@@ -223,4 +223,36 @@ var _ = Describe("Pools, claimed sandboxes and Release", func() {
 		Expect(err).To(MatchError(fmt.Sprintf("sandbox %s/%s is not claimed: it belongs to the warm pool of SandboxSet demo; only a claimed sandbox can be released", ns, warm.Name)))
 		storedPod(ctx, ns, warm.Name)
 	})
+
+	It("lets only the holder release or renew its sandbox", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, true)
+		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		other := agentClient(ctx, ns, "other-user")
+		want := fmt.Sprintf("not allowed to act on sandbox %s: sandbox %s is claimed by agent-1 (agent-user); only that identity may change or delete it, not other-user", sbx.Name, sbx.Name)
+		err = other.Release(ctx, ns, sbx.Name)
+		Expect(err).To(MatchError(ErrNotHolder))
+		Expect(err).To(MatchError(want))
+		_, err = other.Renew(ctx, ns, sbx.Name, time.Hour)
+		Expect(err).To(MatchError(ErrNotHolder))
+		Expect(err).To(MatchError(want))
+		storedPod(ctx, ns, sbx.Name)
+	})
+
+	It("sets the shutdown time in the claim itself, and renews it", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, true)
+		before := time.Now()
+		sbx, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{TTL: 10 * time.Minute})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sbx.ShutdownTime).To(BeTemporally(">=", before.Add(10*time.Minute).Truncate(time.Millisecond)))
+		Expect(sbx.ShutdownTime).To(BeTemporally("<=", time.Now().Add(10*time.Minute)))
+		Expect(storedPod(ctx, ns, sbx.Name).Annotations).To(HaveKeyWithValue(agentsv1alpha1.AnnotationShutdownTime, agentsv1alpha1.FormatShutdownTime(sbx.ShutdownTime)))
+
+		renewed, err := agent.Renew(ctx, ns, sbx.Name, time.Hour)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(renewed.ShutdownTime).To(BeTemporally("~", time.Now().Add(time.Hour), 5*time.Second))
+
+		_, err = agent.Renew(ctx, ns, sbx.Name, 0)
+		Expect(err).To(MatchError("a TTL must be positive, not 0s"))
+	})
 })

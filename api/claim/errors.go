@@ -21,8 +21,12 @@ var (
 	// ErrForbidden: RBAC refused a call; the error names the call and the
 	// API server's message names the user.
 	ErrForbidden = errors.New("forbidden")
-	// ErrNotClaimed: Release refuses a Pod that is not a claimed sandbox.
+	// ErrNotClaimed: Release and Renew refuse a Pod that is not a claimed
+	// sandbox.
 	ErrNotClaimed = errors.New("not a claimed sandbox")
+	// ErrNotHolder: the sandbox is another identity's; only the identity
+	// that claimed it may renew or release it.
+	ErrNotHolder = errors.New("not the sandbox's holder")
 )
 
 // kindError carries a full message for people and one of the Err values
@@ -48,6 +52,23 @@ func apiError(err error, verb, resource, namespace, hint string) error {
 			msg: fmt.Sprintf("not allowed to %s %s in namespace %s: %v; %s", verb, resource, namespace, err, hint)}
 	}
 	return fmt.Errorf("%s %s in namespace %s: %w", verb, resource, namespace, err)
+}
+
+// holderError is err as ErrNotHolder if it is the holder-only rule's
+// refusal (config/policies/pool_pods.yaml), whose message names the holder.
+func holderError(err error, name string) error {
+	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "rule holder-only") {
+		var status apierrors.APIStatus
+		msg := err.Error()
+		if errors.As(err, &status) {
+			msg = status.Status().Message
+		}
+		if _, rule, ok := strings.Cut(msg, "rule holder-only: "); ok {
+			msg = rule
+		}
+		return &kindError{kind: ErrNotHolder, err: err, msg: fmt.Sprintf("not allowed to act on sandbox %s: %s", name, msg)}
+	}
+	return nil
 }
 
 // isRBACRefusal tells RBAC's Forbidden from an admission policy's: the

@@ -2,10 +2,15 @@ package claim
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -100,7 +105,41 @@ func (c *Client) Release(ctx context.Context, namespace, name string) error {
 	// The UID precondition deletes exactly the Pod checked above, never a
 	// warm namesake created since.
 	if err := c.c.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); err != nil && !apierrors.IsNotFound(err) {
+		if err := holderError(err, name); err != nil {
+			return err
+		}
 		return apiError(err, "delete", "pods", namespace, agentRoleHint)
 	}
 	return nil
+}
+
+// Renew moves a claimed sandbox's shutdown time to now plus ttl, sooner or
+// later, within its pool's claimLifetime.max. Only the identity that claimed
+// the sandbox may renew it (ErrNotHolder otherwise); the claim webhook
+// refuses a time past the maximum, with the latest allowed.
+func (c *Client) Renew(ctx context.Context, namespace, name string, ttl time.Duration) (*Sandbox, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("a TTL must be positive, not %s", ttl)
+	}
+	shutdown := agentsv1alpha1.FormatShutdownTime(time.Now().Add(ttl))
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{agentsv1alpha1.AnnotationShutdownTime: shutdown}}})
+	if err != nil {
+		return nil, err
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	if err := c.c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		notHolder := holderError(err, name)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("no sandbox %s in namespace %s: %w", name, namespace, err)
+		case notHolder != nil:
+			return nil, notHolder
+		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "rule warm-metadata"):
+			return nil, &kindError{kind: ErrNotClaimed, err: err, msg: fmt.Sprintf(
+				"sandbox %s/%s is not claimed: it belongs to a warm pool; only a claimed sandbox can be renewed", namespace, name)}
+		}
+		return nil, apiError(err, "patch", "pods", namespace, agentRoleHint)
+	}
+	sbx := sandboxOf(pod)
+	return &sbx, nil
 }

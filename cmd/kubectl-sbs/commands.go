@@ -65,7 +65,7 @@ func newRootCommand() *cobra.Command {
 	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
 	conn := &connection{config: clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, overrides)}
 
-	root.AddCommand(newClaimCommand(conn), newListCommand(conn), newGetCommand(conn), newReleaseCommand(conn))
+	root.AddCommand(newClaimCommand(conn), newListCommand(conn), newGetCommand(conn), newRenewCommand(conn), newReleaseCommand(conn))
 	return root
 }
 
@@ -99,6 +99,7 @@ func newClaimCommand(conn *connection) *cobra.Command {
 		Use:   "claim SANDBOXSET --by AGENT",
 		Short: "Claim an available sandbox; prints its Pod name and IP",
 		Example: `  kubectl sbs claim demo --by agent-3
+  kubectl sbs claim demo --by agent-3 --ttl 10m       # deleted in 10 minutes unless renewed
   kubectl sbs claim demo --by agent-3 --wait 30s -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -126,7 +127,43 @@ func newClaimCommand(conn *connection) *cobra.Command {
 	flags.DurationVar(&opts.Wait, "wait", 0, "How long to wait for a sandbox to become available when none is.")
 	flags.BoolVar(&opts.ColdIfEmpty, "cold-if-empty", false, "When none is available, create a sandbox from the pool's template, already claimed. Needs create on pods; the sandbox still has to start.")
 	flags.IntVar(&opts.MaxAttempts, "max-attempts", claim.DefaultMaxAttempts, "How many sandboxes to try when other agents claim them first.")
+	flags.DurationVar(&opts.TTL, "ttl", 0, "How long the sandbox lives, e.g. 10m: the claim sets its shutdown time, and the operator deletes it then unless renewed. 0 leaves it to the pool's claimLifetime.default.")
 	addOutputFlag(flags, &output)
+	return cmd
+}
+
+func newRenewCommand(conn *connection) *cobra.Command {
+	var (
+		ttl    time.Duration
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:     "renew POD --ttl DURATION",
+		Short:   "Move a claimed sandbox's shutdown time to now plus DURATION",
+		Example: `  kubectl sbs renew demo-x7k2p --ttl 10m`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, ns, err := conn.client()
+			if err != nil {
+				return err
+			}
+			sbx, err := c.Renew(cmd.Context(), ns, args[0], ttl)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), sbx)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "sandbox %s renewed until %s\n", sbx.Name, agentsv1alpha1.FormatShutdownTime(sbx.ShutdownTime))
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "How long from now the sandbox lives, e.g. 10m; at most its pool's claimLifetime.max from its claim.")
+	_ = cmd.MarkFlagRequired("ttl") // cannot fail: the flag exists
+	addOutputFlag(cmd.Flags(), &output)
 	return cmd
 }
 
@@ -259,13 +296,17 @@ func printPools(w io.Writer, pools ...claim.Pool) error {
 
 func printClaimed(w io.Writer, claimed []claim.Sandbox) error {
 	t := newTable(w)
-	fmt.Fprintln(t, "NAME\tAGENT\tCLAIMED-AT\tIP")
+	fmt.Fprintln(t, "NAME\tAGENT\tCLAIMED-AT\tSHUTDOWN-TIME\tIP")
 	for _, s := range claimed {
 		at := "<unknown>"
 		if !s.ClaimedAt.IsZero() {
 			at = s.ClaimedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", s.Name, orNone(s.Agent), at, orNone(s.IP))
+		shutdown := "<none>"
+		if !s.ShutdownTime.IsZero() {
+			shutdown = s.ShutdownTime.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", s.Name, orNone(s.Agent), at, shutdown, orNone(s.IP))
 	}
 	return t.Flush()
 }

@@ -62,7 +62,7 @@ var _ = Describe("kubectl sbs", func() {
 
 		out, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "get", "demo")
 		Expect(err).NotTo(HaveOccurred())
-		Expect(out).To(MatchRegexp(`\n\nNAME +AGENT +CLAIMED-AT +IP\n%s +agent-1 +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +10\.0\.0\.1\n$`, sbx.Name))
+		Expect(out).To(MatchRegexp(`\n\nNAME +AGENT +CLAIMED-AT +SHUTDOWN-TIME +IP\n%s +agent-1 +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ +<none> +10\.0\.0\.1\n$`, sbx.Name))
 
 		out, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "release", sbx.Name)
 		Expect(err).NotTo(HaveOccurred())
