@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,6 +71,36 @@ var _ = BeforeSuite(func() {
 	cfg.QPS, cfg.Burst = 1000, 2000
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+})
+
+// On a failure, say what the cluster looked like: the pools, the Pods that
+// are not running, which control-plane processes are alive, and the tail of
+// each manager's log. A flake is only fixable with these.
+var _ = JustAfterEach(func(ctx SpecContext) {
+	if !CurrentSpecReport().Failed() {
+		return
+	}
+	for _, args := range [][]string{
+		{"get", "sbs", "-A", "-o", "wide"},
+		{"get", "pods", "-A", "--field-selector", "status.phase!=Running", "-L", agentsv1alpha1.LabelState},
+	} {
+		out, _ := kubectl(ctx, args...)
+		GinkgoWriter.Printf("\n$ kubectl %s\n%s", strings.Join(args, " "), out)
+	}
+	// test/local/cluster.sh keeps kwok's work directory beside the state.
+	cache := filepath.Dir(filepath.Dir(stateDir()))
+	pids, _ := filepath.Glob(filepath.Join(cache, "kwok", "clusters", filepath.Base(stateDir()), "pids", "*.pid"))
+	for _, pidfile := range pids {
+		data, _ := os.ReadFile(pidfile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+		alive := pid > 0 && syscall.Kill(pid, 0) == nil
+		GinkgoWriter.Printf("%s: pid %d alive=%v\n", filepath.Base(pidfile), pid, alive)
+	}
+	logs, _ := filepath.Glob(filepath.Join(stateDir(), "manager*.log"))
+	for _, log := range logs {
+		out, _ := exec.CommandContext(ctx, "tail", "-n", "60", log).Output()
+		GinkgoWriter.Printf("\n$ tail -n 60 %s\n%s", log, out)
+	}
 })
 
 var _ = AfterSuite(func() {
