@@ -68,6 +68,8 @@ type params struct {
 	ManagerMemoryLimitMiB int           `json:"managerMemoryLimitMiB"`
 	Timeout               time.Duration `json:"timeoutNanoseconds"`
 	WaitTimeout           time.Duration `json:"waitTimeoutNanoseconds"`
+	ExpirySandboxes       int           `json:"expirySandboxes"`
+	ExpirySpread          time.Duration `json:"expirySpreadNanoseconds"`
 	RSS10k                bool          `json:"rss10k"`
 	RSSTimeout            time.Duration `json:"rss10kTimeoutNanoseconds"`
 	RSSPods               int           `json:"rss10kPods"`
@@ -96,7 +98,9 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.AgentsAs, "agents-as", agentsAsServiceAccount, "who agents claim as: serviceaccount (one holding config/rbac/agent_role.yaml, as in production, held to the admission policies) or admin (trusted: the policies skip it)")
 	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")
 	fs.StringVar(&p.Systems, "systems", sysSandboxSet+","+sysReplicaSet, "comma-separated systems to run (for development: the tables need both for ratios)")
-	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template", "comma-separated scenarios to run")
+	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template,expiry", "comma-separated scenarios to run")
+	fs.IntVar(&p.ExpirySandboxes, "expiry-sandboxes", 1000, "expiry scenario: claimed sandboxes waiting for their shutdown times")
+	fs.DurationVar(&p.ExpirySpread, "expiry-spread", 30*time.Second, "expiry scenario: the shutdown times spread evenly over this")
 	fs.DurationVar(&p.Timeout, "timeout", 30*time.Minute, "the whole run's deadline, teardown excluded")
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
 	fs.BoolVar(&p.RSS10k, "rss10k", false, "also fill pools totalling 10,000 Pods and report the manager's memory (slow)")
@@ -296,6 +300,20 @@ func (b *bench) measureAll(ctx context.Context) error {
 			return fmt.Errorf("scenario %s: %w", sc.key, err)
 		}
 	}
+	if want["expiry"] {
+		logf("expiry: %d claimed sandboxes expiring over %s", b.p.ExpirySandboxes, b.p.ExpirySpread)
+		b.res.Expiry = &runs{}
+		m, err := b.expiry(ctx)
+		if m != nil {
+			b.res.Expiry.Runs = append(b.res.Expiry.Runs, m)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			b.res.Expiry.addError(err)
+		}
+	}
 	if b.p.RSS10k {
 		logf("rss10k: filling pools totalling %d Pods", b.p.RSSPods)
 		b.res.RSS10k = &runs{}
@@ -354,7 +372,7 @@ func (b *bench) close() {
 func (b *bench) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, ns := range []string{b.sbs.namespace(), b.rs.namespace(), b.floorNS, b.rssNS} {
+	for _, ns := range []string{b.sbs.namespace(), b.rs.namespace(), b.floorNS, b.rssNS, b.expiryNS} {
 		if ns == "" {
 			continue
 		}

@@ -25,6 +25,7 @@ type results struct {
 	PIDs       map[string]int    `json:"pids,omitempty"`
 	Floor      *runs             `json:"floor,omitempty"`
 	Scenarios  []*scenarioResult `json:"scenarios"`
+	Expiry     *runs             `json:"expiry,omitempty"`
 	RSS10k     *runs             `json:"rss10k,omitempty"`
 	Errors     []string          `json:"errors,omitempty"`
 	byKey      map[string]*scenarioResult
@@ -82,7 +83,7 @@ func (s *scenarioResult) system(name string) *runs {
 
 // summarize fills every summary from the runs.
 func (r *results) summarize() {
-	all := []*runs{r.Floor, r.RSS10k}
+	all := []*runs{r.Floor, r.Expiry, r.RSS10k}
 	for _, s := range r.Scenarios {
 		for _, sys := range s.Systems {
 			all = append(all, sys)
@@ -310,6 +311,16 @@ var floorRows = []row{
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
 }
 
+var expiryRows = []row{
+	{key: "sandboxes", label: "claimed sandboxes", unit: "n"},
+	{key: "idle_manager_cpu_per_s", label: "manager CPU while all wait, none due", unit: "cores"},
+	{key: "idle_apiserver_cpu_per_s", label: "kube-apiserver CPU meanwhile", unit: "cores"},
+	{key: "lateness_p50_ms", label: "lateness p50 (shutdown time to deletion seen)", unit: "ms"},
+	{key: "lateness_p99_ms", label: "lateness p99", unit: "ms"},
+	{key: "lateness_max_ms", label: "lateness max", unit: "ms"},
+	{key: "early", label: "deleted before their shutdown time", unit: "n"},
+}
+
 var rssRows = []row{
 	{key: "pool_pods", label: "pool Pods", unit: "n"},
 	{key: "other_cached_pods", label: "other labelled Pods the manager caches (benchmark pool, claimed)", unit: "n"},
@@ -340,6 +351,8 @@ func fmtValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f", v)
 	case "x":
 		return fmt.Sprintf("%.2f", v)
+	case "cores":
+		return fmt.Sprintf("%.3f", v)
 	}
 	return fmt.Sprintf("%.2f", v)
 }
@@ -401,32 +414,35 @@ func (r *results) printTables(w io.Writer) {
 	floor := map[string]spread{}
 	if r.Floor != nil {
 		floor = r.Floor.Summary
-		fmt.Fprintf(w, "\n== The floor: a raw loop straight against the API server (N=%d, %d creates in parallel, A=%d) ==\n", p.N, p.CreateParallelism, p.Agents)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "metric\tvalue\t")
-		for _, row := range floorRows {
-			fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(floor[row.key], row.unit))
-		}
-		_ = tw.Flush()
-		printIssues(w, "floor", r.Floor)
+		printSingleRuns(w, fmt.Sprintf("The floor: a raw loop straight against the API server (N=%d, %d creates in parallel, A=%d)", p.N, p.CreateParallelism, p.Agents),
+			"floor", floorRows, r.Floor)
 	}
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(w, "\n== %s ==\n", s.Title)
 		r.printScenario(w, s, floor)
 	}
+	if r.Expiry != nil {
+		printSingleRuns(w, fmt.Sprintf("Expiry: %d claimed sandboxes, shutdown times over %s (SandboxSet only)", p.ExpirySandboxes, p.ExpirySpread),
+			"expiry", expiryRows, r.Expiry)
+	}
 	if r.RSS10k != nil {
-		fmt.Fprintf(w, "\n== Manager memory with %d pool Pods ==\n", p.RSSPods)
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "metric\tvalue\t")
-		for _, row := range rssRows {
-			fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(r.RSS10k.Summary[row.key], row.unit))
-		}
-		_ = tw.Flush()
-		printIssues(w, "rss10k", r.RSS10k)
+		printSingleRuns(w, fmt.Sprintf("Manager memory with %d pool Pods", p.RSSPods), "rss10k", rssRows, r.RSS10k)
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+}
+
+// printSingleRuns writes a table of one-system measurements, one row each.
+func printSingleRuns(w io.Writer, title, key string, rows []row, x *runs) {
+	fmt.Fprintf(w, "\n== %s ==\n", title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "metric\tvalue\t")
+	for _, row := range rows {
+		fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(x.Summary[row.key], row.unit))
+	}
+	_ = tw.Flush()
+	printIssues(w, key, x)
 }
 
 func (r *results) printScenario(w io.Writer, s *scenarioResult, floor map[string]spread) {

@@ -33,6 +33,8 @@ type bench struct {
 	floorNS string
 	floorT  *tracker
 	rssNS   string
+	// expiryNS is the expiry scenario's namespace.
+	expiryNS string
 }
 
 // scenario is measured the same way for every system: prepare (not
