@@ -31,6 +31,10 @@ type expectations struct {
 type pending struct {
 	creates map[string]time.Time
 	deletes map[types.UID]time.Time
+	// refused says the API server refused the last creation: the next pass
+	// probes with one. Kept here, not read back from the status in a cache
+	// that may lag.
+	refused bool
 }
 
 func newExpectations(ttl time.Duration) *expectations {
@@ -77,15 +81,31 @@ func (e *expectations) deletionFailed(key types.NamespacedName, uid types.UID) {
 	delete(e.pool(key).deletes, uid)
 }
 
+// creationsRefused records whether the API server refused the last creation.
+func (e *expectations) creationsRefused(key types.NamespacedName, refused bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pool(key).refused = refused
+}
+
+// lastCreationRefused says whether the last creation pass ended refused.
+func (e *expectations) lastCreationRefused(key types.NamespacedName) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.pools[key]
+	return ok && p.refused
+}
+
 // observe settles the expectations the cached Pods confirm, expires old ones,
 // and returns what is still pending: Pod names created but not yet cached,
-// and UIDs deleted but still cached.
-func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (creates sets.Set[string], deletes sets.Set[types.UID]) {
+// and UIDs deleted but still cached; and how many expired, each a watch
+// event the cache never delivered.
+func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (creates sets.Set[string], deletes sets.Set[types.UID], expiredCount int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p, ok := e.pools[key]
 	if !ok {
-		return sets.New[string](), sets.New[types.UID]()
+		return sets.New[string](), sets.New[types.UID](), 0
 	}
 	names, uids := sets.New[string](), sets.New[types.UID]()
 	for _, pod := range cached {
@@ -95,15 +115,21 @@ func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (
 	expired := e.now().Add(-e.ttl)
 	for name, at := range p.creates {
 		if names.Has(name) || at.Before(expired) {
+			if !names.Has(name) {
+				expiredCount++
+			}
 			delete(p.creates, name)
 		}
 	}
 	for uid, at := range p.deletes {
 		if !uids.Has(uid) || at.Before(expired) {
+			if uids.Has(uid) {
+				expiredCount++
+			}
 			delete(p.deletes, uid)
 		}
 	}
-	return sets.KeySet(p.creates), sets.KeySet(p.deletes)
+	return sets.KeySet(p.creates), sets.KeySet(p.deletes), expiredCount
 }
 
 // forget drops everything about a SandboxSet that no longer exists.

@@ -3,6 +3,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -11,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -44,11 +45,15 @@ type Options struct {
 // SandboxSetReconciler keeps each SandboxSet's warm pool full.
 type SandboxSetReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Options  Options
+	// APIReader reads straight from the API server, for the decisions a
+	// stale cache must not make: adopting orphans.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Options   Options
 
 	expectations *expectations
 	refills      *refillClock
+	statusWrites *statusWrites
 	// writeSlots holds a token per Pod write in flight.
 	writeSlots chan struct{}
 	// pods reads the cached Pods by pool (poolIndex).
@@ -75,7 +80,11 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	pendingCreates, pendingDeletes := r.expectations.observe(req.NamespacedName, pods)
+	log := ctrl.LoggerFrom(ctx)
+	pendingCreates, pendingDeletes, expired := r.expectations.observe(req.NamespacedName, pods)
+	if expired > 0 {
+		log.Info("Expectations expired unconfirmed: the cache missed Pod events", "count", expired, "ttl", r.Options.ExpectationTTL)
+	}
 	p := classify(sbs.UID, pods, pendingDeletes)
 	p.pendingCreates = pendingCreates.Len()
 
@@ -90,8 +99,9 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	errs = append(errs, err)
 
 	revision := sbs.Spec.Revision()
-	todo := computePlan(p, sbs.Spec.Replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, sbs.Spec.Replicas), revision)
-	if meta.IsStatusConditionTrue(sbs.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure) {
+	replicas := sbs.Spec.DesiredReplicas()
+	todo := computePlan(p, replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, replicas), revision)
+	if r.expectations.lastCreationRefused(req.NamespacedName) {
 		// The last pass was refused (quota, admission): probe with one
 		// creation rather than spend the whole batch on refusals. Its Pod's
 		// event wakes the next pass, which goes wide again.
@@ -102,6 +112,11 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	// Deletions go last, so the pool never dips below what the budget allows.
 	errs = append(errs, r.relabelPods(ctx, todo.relabel))
 	created, createErr := r.createPods(ctx, sbs, revision, todo.create)
+	if todo.create > 0 {
+		r.expectations.creationsRefused(req.NamespacedName, createErr != nil)
+	}
+	log.V(1).Info("Planned the pool", "create", todo.create, "delete", len(todo.delete), "relabel", len(todo.relabel),
+		"pendingCreates", pendingCreates.Len(), "pendingDeletes", len(pendingDeletes), "orphans", len(p.orphans), "releasing", len(p.claimed))
 	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete))
 
 	// The status reflects this pass's writes: deleted Pods are gone, created
@@ -237,6 +252,7 @@ func (r *SandboxSetReconciler) deletePods(ctx context.Context, sbs *agentsv1alph
 		case apierrors.IsConflict(err):
 			// Changed since the cache saw it, perhaps claimed: decide again
 			// on the next event.
+			ctrl.LoggerFrom(ctx).V(2).Info("Pod changed before its deletion; deciding again", "pod", pod.Name, "resourceVersion", pod.ResourceVersion)
 			r.expectations.deletionFailed(key, pod.UID)
 			return nil
 		default:
@@ -264,6 +280,9 @@ func (r *SandboxSetReconciler) relabelPods(ctx context.Context, pods []*corev1.P
 		patched.Labels[agentsv1alpha1.LabelState] = string(readinessState(pod))
 		err := r.Patch(ctx, patched, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}))
 		podOperations.WithLabelValues("relabel", resultOf(err)).Inc()
+		if apierrors.IsConflict(err) {
+			ctrl.LoggerFrom(ctx).V(2).Info("Pod changed before its relabel; deciding again", "pod", pod.Name, "resourceVersion", pod.ResourceVersion)
+		}
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("setting state of Pod %s: %w", pod.Name, err)
 		}
@@ -290,6 +309,7 @@ func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1
 		if err != nil {
 			return fmt.Errorf("releasing claimed Pod %s: %w", pod.Name, err)
 		}
+		ctrl.LoggerFrom(ctx).Info("Released a claimed Pod from the pool", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
 		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxReleased", "Release",
 			"Sandbox %s claimed by %s left the pool", pod.Name, pod.Labels[agentsv1alpha1.LabelClaimedBy])
 		return nil
@@ -302,12 +322,33 @@ func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1
 // created again. The resourceVersion precondition keeps a Pod claimed in the
 // meantime from being adopted.
 func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pods []*corev1.Pod) ([]*corev1.Pod, error) {
+	if len(pods) == 0 {
+		return nil, nil
+	}
+	// The cache may still show a SandboxSet that an orphaning delete has
+	// just removed, or its namesake's predecessor: adopting for it would
+	// hand the Pods to the garbage collector (kubernetes#42639). Check the
+	// API server first, as the ReplicaSet controller does.
+	fresh := &agentsv1alpha1.SandboxSet{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(sbs), fresh); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("rechecking SandboxSet before adopting Pods: %w", err)
+	}
+	if fresh.UID != sbs.UID || fresh.DeletionTimestamp != nil {
+		ctrl.LoggerFrom(ctx).Info("Not adopting orphans: the SandboxSet is gone or going", "orphans", len(pods))
+		return nil, nil
+	}
 	adopted := make([]*corev1.Pod, len(pods))
 	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
 		pod := pods[i].DeepCopy()
 		pod.OwnerReferences = append(pod.OwnerReferences, *ownerReference(sbs))
 		err := r.Patch(ctx, pod, client.MergeFromWithOptions(pods[i], client.MergeFromWithOptimisticLock{}))
 		podOperations.WithLabelValues("adopt", resultOf(err)).Inc()
+		if apierrors.IsConflict(err) {
+			ctrl.LoggerFrom(ctx).V(2).Info("Orphan changed before its adoption; deciding again", "pod", pod.Name, "resourceVersion", pods[i].ResourceVersion)
+		}
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("adopting Pod %s: %w", pod.Name, err)
 		}
@@ -316,7 +357,11 @@ func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1al
 		}
 		return nil
 	})
-	return withoutPods(adopted, nil), kerrors.NewAggregate(errs)
+	adopted = withoutPods(adopted, nil)
+	if len(adopted) > 0 {
+		ctrl.LoggerFrom(ctx).Info("Adopted orphaned Pods", "count", len(adopted))
+	}
+	return adopted, kerrors.NewAggregate(errs)
 }
 
 // updateStatus writes the status if it changed. observedGeneration moves
@@ -327,36 +372,46 @@ func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1al
 		status.ObservedGeneration = sbs.Generation
 	}
 	r.recordPoolMetrics(sbs, status)
-	if equality.Semantic.DeepEqual(sbs.Status, status) {
+	key := client.ObjectKeyFromObject(sbs)
+	// The cached SandboxSet may not show our last status write yet. Unless
+	// it does, its status says nothing about what is stored: write anyway.
+	if equality.Semantic.DeepEqual(sbs.Status, status) && r.statusWrites.seen(key, sbs.ResourceVersion) {
 		return nil
 	}
-	patched := sbs.DeepCopy()
-	patched.Status = status
-	if err := r.Status().Patch(ctx, patched, client.MergeFrom(sbs)); err != nil && !apierrors.IsNotFound(err) {
+	// The whole status, not a diff against the cached copy: a diff against
+	// a stale copy leaves out the fields that equal it, and the stored
+	// status ends up half old, half new.
+	patch, err := json.Marshal(map[string]any{"status": status})
+	if err != nil {
+		return fmt.Errorf("encoding SandboxSet status: %w", err)
+	}
+	patched := &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Namespace: sbs.Namespace, Name: sbs.Name}}
+	if err := r.Status().Patch(ctx, patched, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
 		return fmt.Errorf("updating SandboxSet status: %w", err)
 	}
+	r.statusWrites.wrote(key, patched.ResourceVersion)
 	return nil
 }
 
 func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) {
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateAvailable)).Set(float64(status.AvailableReplicas))
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateCreating)).Set(float64(status.Replicas - status.AvailableReplicas))
-	poolDesired.WithLabelValues(sbs.Namespace, sbs.Name).Set(float64(sbs.Spec.Replicas))
+	poolDesired.WithLabelValues(sbs.Namespace, sbs.Name).Set(float64(sbs.Spec.DesiredReplicas()))
 }
 
 func (r *SandboxSetReconciler) forget(key types.NamespacedName) {
 	r.expectations.forget(key)
 	r.refills.forget(key)
+	r.statusWrites.forget(key)
 	forgetPoolMetrics(key.Namespace, key.Name)
 }
 
 // SetupWithManager registers the controller, its Pod index and its watches.
 func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	r.expectations = newExpectations(r.Options.ExpectationTTL)
-	r.refills = newRefillClock()
-	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
-	var err error
-	if r.pods, err = podIndexer(ctx, mgr.GetCache()); err != nil {
+	if err := r.prepare(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -368,6 +423,17 @@ func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second),
 		}).
 		Complete(r)
+}
+
+// prepare sets up the reconciler's own state over a cache of pool Pods.
+func (r *SandboxSetReconciler) prepare(ctx context.Context, c cache.Cache) error {
+	r.expectations = newExpectations(r.Options.ExpectationTTL)
+	r.refills = newRefillClock()
+	r.statusWrites = &statusWrites{versions: map[types.NamespacedName]string{}}
+	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
+	var err error
+	r.pods, err = podIndexer(ctx, c)
+	return err
 }
 
 func ownerReference(sbs *agentsv1alpha1.SandboxSet) *metav1.OwnerReference {

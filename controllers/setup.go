@@ -11,7 +11,7 @@ import (
 // controller, which keeps pools full, and the expiry controller, which
 // deletes claimed sandboxes at their shutdown time.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, o Options) error {
-	pools := &SandboxSetReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sandboxset-controller"), Options: o}
+	pools := &SandboxSetReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("sandboxset-controller"), Options: o}
 	if err := pools.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet controller: %w", err)
 	}

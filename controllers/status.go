@@ -79,7 +79,7 @@ func isQuotaMessage(msg string) bool {
 }
 
 func readyCondition(sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus, unschedulable *corev1.Pod) metav1.Condition {
-	desired := sbs.Spec.Replicas
+	desired := sbs.Spec.DesiredReplicas()
 	c := metav1.Condition{
 		Type:               agentsv1alpha1.ConditionReady,
 		Status:             metav1.ConditionFalse,

@@ -29,6 +29,9 @@ type PodWebhook struct {
 	// Client reads SandboxSets from the manager's cache, and dry-runs Pods
 	// from their templates to check cold claims.
 	Client client.Client
+	// APIReader reads SandboxSets uncached, before refusing on what a cache
+	// says: this replica's cache may trail the leader's.
+	APIReader client.Reader
 	// ManagerUsername is the SandboxSet controller's identity: the only one
 	// allowed to create warm Pods and move them between creating and available.
 	ManagerUsername string
@@ -37,6 +40,8 @@ type PodWebhook struct {
 	now       func() time.Time
 	templates *templateSpecs
 }
+
+var _ admission.Defaulter[*corev1.Pod] = &PodWebhook{}
 
 // The API server calls the Pod webhook only where it has something to
 // decide, since every call is a round trip on a claim's or a refill's path:
@@ -107,15 +112,22 @@ func (w *PodWebhook) claimLifetime(ctx context.Context, pod *corev1.Pod) (*agent
 func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username string, byManager bool) error {
 	poolPath := labelsPath.Key(agentsv1alpha1.LabelSandboxSet)
 	name := pod.Labels[agentsv1alpha1.LabelSandboxSet]
+	holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
+	key := types.NamespacedName{Namespace: pod.Namespace, Name: name}
 	sbs := &agentsv1alpha1.SandboxSet{}
-	if err := w.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, sbs); err != nil {
+	err := w.Client.Get(ctx, key, sbs)
+	if apierrors.IsNotFound(err) || (err == nil && holder != "" && pod.Labels[agentsv1alpha1.LabelRevision] != sbs.Spec.Revision()) {
+		// A just-created pool, or a just-changed template, may not have
+		// reached this replica's cache yet: ask the API server before refusing.
+		err = w.APIReader.Get(ctx, key, sbs)
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return invalid(podKind, pod.Name, field.ErrorList{field.NotFound(poolPath, name)})
 		}
 		return apierrors.NewInternalError(fmt.Errorf("reading SandboxSet %s: %w", name, err))
 	}
 
-	holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
 	if holder == "" {
 		if !byManager {
 			return invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,

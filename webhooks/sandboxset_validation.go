@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
@@ -39,9 +40,9 @@ func validateSandboxSet(sbs, old *agentsv1alpha1.SandboxSet, maxReplicas int32) 
 	spec := field.NewPath("spec")
 	var oldReplicas *int32
 	if old != nil {
-		oldReplicas = &old.Spec.Replicas
+		oldReplicas = ptr.To(old.Spec.DesiredReplicas())
 	}
-	errs = append(errs, validateReplicas(sbs.Spec.Replicas, oldReplicas, maxReplicas, spec.Child("replicas"))...)
+	errs = append(errs, validateReplicas(sbs.Spec.DesiredReplicas(), oldReplicas, maxReplicas, spec.Child("replicas"))...)
 	errs = append(errs, validatePersistentContents(sbs.Spec.PersistentContents, spec.Child("persistentContents"))...)
 	errs = append(errs, validateMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, spec.Child("updateStrategy", "maxUnavailable"))...)
 	errs = append(errs, validateClaimLifetime(sbs.Spec.ClaimLifetime, spec.Child("claimLifetime"))...)

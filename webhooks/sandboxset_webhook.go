@@ -8,7 +8,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
@@ -32,6 +31,12 @@ type SandboxSetWebhook struct {
 
 // +kubebuilder:webhook:path=/mutate-agents-kruise-io-v1alpha1-sandboxset,mutating=true,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets,verbs=create;update,versions=v1alpha1,name=msandboxset.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
 // +kubebuilder:webhook:path=/validate-agents-kruise-io-v1alpha1-sandboxset,mutating=false,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets,verbs=create;update,versions=v1alpha1,name=vsandboxset.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+var (
+	_ admission.Defaulter[*agentsv1alpha1.SandboxSet] = &SandboxSetWebhook{}
+	_ admission.Validator[*agentsv1alpha1.SandboxSet] = &SandboxSetWebhook{}
+	_ admission.Handler                               = &scaleValidator{}
+)
 
 // Default fills in what users leave out, so that equivalent specs hash to
 // the same revision. It is idempotent.
@@ -75,15 +80,6 @@ func (w *SandboxSetWebhook) ValidateUpdate(_ context.Context, old, sbs *agentsv1
 // released from the pool and survive it.
 func (w *SandboxSetWebhook) ValidateDelete(context.Context, *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
 	return nil, nil
-}
-
-// invalid turns field errors into the API's Invalid error, so kubectl
-// prints every field at once; nil when there are none.
-func invalid(gk schema.GroupKind, name string, errs field.ErrorList) error {
-	if len(errs) == 0 {
-		return nil
-	}
-	return apierrors.NewInvalid(gk, name, errs)
 }
 
 var sandboxSetKind = agentsv1alpha1.GroupVersion.WithKind("SandboxSet").GroupKind()

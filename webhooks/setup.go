@@ -27,7 +27,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
 	}
-	if err := (&PodWebhook{Client: mgr.GetClient(), ManagerUsername: o.ManagerUsername}).SetupWithManager(mgr); err != nil {
+	if err := (&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Pod webhook: %w", err)
 	}
 	eviction := &EvictionWebhook{APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, Params: o.AdmissionParams}

@@ -6,12 +6,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 func TestRevision(t *testing.T) {
 	base := func() SandboxSetSpec {
 		return SandboxSetSpec{
-			Replicas:           10,
+			Replicas:           ptr.To[int32](10),
 			PersistentContents: []PersistentContent{PersistentContentIP},
 			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
 				Containers: []corev1.Container{{Name: "nginx", Image: "nginx:alpine"}},
@@ -29,7 +30,7 @@ func TestRevision(t *testing.T) {
 		change func(*SandboxSetSpec)
 		same   bool
 	}{
-		{"replicas do not take part", func(s *SandboxSetSpec) { s.Replicas = 3 }, true},
+		{"replicas do not take part", func(s *SandboxSetSpec) { s.Replicas = ptr.To[int32](3) }, true},
 		{"the update strategy does not take part", func(s *SandboxSetSpec) {
 			v := intstr.FromInt32(2)
 			s.UpdateStrategy.MaxUnavailable = &v

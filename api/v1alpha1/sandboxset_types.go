@@ -24,7 +24,7 @@ type SandboxSetSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:default=1
 	// +optional
-	Replicas int32 `json:"replicas"`
+	Replicas *int32 `json:"replicas,omitempty"`
 
 	// PersistentContents is what the runtime preserves across hibernation
 	// and wake-up, each at most once.
@@ -47,7 +47,16 @@ type SandboxSetSpec struct {
 	// UpdateStrategy says how warm sandboxes move to a new template.
 	// +kubebuilder:default={}
 	// +optional
-	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitempty"`
+	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitzero"`
+}
+
+// DesiredReplicas is spec.replicas, or 1, its default, when unset: the API
+// server stores the default, so only an object built in Go lacks it.
+func (s *SandboxSetSpec) DesiredReplicas() int32 {
+	if s.Replicas == nil {
+		return 1
+	}
+	return *s.Replicas
 }
 
 // ClaimLifetime is a pool's policy for the shutdown time of the sandboxes

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sandboxset/warmpool/api/claim"
@@ -44,7 +45,7 @@ func (b *bench) expiry(ctx context.Context) (metrics, error) {
 	defer t.close()
 	sbs := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool"},
-		Spec:       agentsv1alpha1.SandboxSetSpec{Replicas: int32(n), Template: corev1.PodTemplateSpec{Spec: sandboxTemplate()}},
+		Spec:       agentsv1alpha1.SandboxSetSpec{Replicas: ptr.To(int32(n)), Template: corev1.PodTemplateSpec{Spec: sandboxTemplate()}},
 	}
 	if err := b.c.Create(ctx, sbs); err != nil {
 		return nil, fmt.Errorf("creating SandboxSet %s/pool: %w", ns, err)

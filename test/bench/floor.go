@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
@@ -257,7 +258,7 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 		sbs := &agentsv1alpha1.SandboxSet{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("pool-%d", i)},
 			Spec: agentsv1alpha1.SandboxSetSpec{
-				Replicas: int32(min(perPool, total-i*perPool)),
+				Replicas: ptr.To(int32(min(perPool, total-i*perPool))),
 				Template: corev1.PodTemplateSpec{Spec: sandboxTemplate()},
 			},
 		}

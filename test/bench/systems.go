@@ -169,7 +169,7 @@ func newSandboxSetSystem(ctx context.Context, e *env) (*sandboxSetSystem, error)
 	sbs := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: s.pool},
 		Spec: agentsv1alpha1.SandboxSetSpec{
-			Replicas:           0,
+			Replicas:           ptr.To[int32](0),
 			PersistentContents: []agentsv1alpha1.PersistentContent{agentsv1alpha1.PersistentContentIP},
 			Template:           corev1.PodTemplateSpec{Spec: sandboxTemplate()},
 		},

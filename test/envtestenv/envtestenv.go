@@ -183,7 +183,7 @@ func (e *Env) waitForPolicies() error {
 	}
 	probe := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
-		Spec: agentsv1alpha1.SandboxSetSpec{Replicas: 1, Template: corev1.PodTemplateSpec{
+		Spec: agentsv1alpha1.SandboxSetSpec{Replicas: ptr.To[int32](1), Template: corev1.PodTemplateSpec{
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: "probe"}}},
 		}},
 	}
