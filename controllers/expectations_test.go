@@ -23,9 +23,12 @@ func TestExpectations(t *testing.T) {
 		}
 		return pods
 	}
-	check := func(step string, pods []*corev1.Pod, wantCreates []string, wantDeletes []types.UID) {
+	check := func(step string, pods []*corev1.Pod, wantCreates []string, wantDeletes []types.UID, wantExpired ...int) {
 		t.Helper()
-		creates, deletes := e.observe(key, pods)
+		creates, deletes, expired := e.observe(key, pods)
+		if want := append(wantExpired, 0)[0]; expired != want {
+			t.Errorf("%s: %d expired, want %d", step, expired, want)
+		}
 		if diff := cmp.Diff(sets.New(wantCreates...), creates); diff != "" {
 			t.Errorf("%s: pending creates (-want +got):\n%s", step, diff)
 		}
@@ -45,12 +48,20 @@ func TestExpectations(t *testing.T) {
 	check("deleted, still cached", cached("a", "b"), []string{"c"}, []types.UID{"a"})
 	check("deletion seen", cached("b"), []string{"c"}, nil)
 
+	e.expectDeletion(key, "b")
 	now = now.Add(2 * time.Minute)
-	check("an unconfirmed creation expires instead of stalling the pool", cached("b"), nil, nil)
+	check("an unconfirmed creation and deletion expire instead of stalling the pool, and are counted", cached("b"), nil, nil, 2)
 
+	e.creationsRefused(key, true)
+	if !e.lastCreationRefused(key) {
+		t.Error("a refused creation pass is remembered")
+	}
 	e.expectCreations(key, []string{"x"})
 	e.forget(key)
 	check("forgotten with the SandboxSet", nil, nil, nil)
+	if e.lastCreationRefused(key) {
+		t.Error("forgetting a SandboxSet forgets its refusals")
+	}
 }
 
 func TestRefillClock(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -21,7 +22,7 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 	return &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: agentsv1alpha1.SandboxSetSpec{
-			Replicas:           replicas,
+			Replicas:           ptr.To(replicas),
 			PersistentContents: []agentsv1alpha1.PersistentContent{agentsv1alpha1.PersistentContentIP},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"foo": "bar"}},
@@ -77,8 +78,8 @@ func countCreations(ctx context.Context, ns string) *creationCounter {
 // checks that no more follow.
 func (c *creationCounter) expectExactly(n int) {
 	GinkgoHelper()
-	Eventually(c.Count, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
-	Consistently(c.Count, holdFor, interval).Should(Equal(n), "Pods ever created")
+	Eventually(c.Counted, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
+	Consistently(c.Counted, holdFor, interval).Should(Equal(n), "Pods ever created")
 }
 
 func resourceQuantity(n int64) *resource.Quantity { return resource.NewQuantity(n, resource.DecimalSI) }

@@ -5,18 +5,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -105,9 +106,20 @@ var _ = Describe("SandboxSet warm pool", func() {
 		Expect(got.Status.UpdateRevision).To(MatchRegexp(`^[a-z0-9]{6,10}$`), "a short hash like pod-template-hash")
 	})
 
-	It("scales up and down through the scale subresource, creating Pods first to go", func(ctx SpecContext) {
-		create(ctx, 3)
-		makeReadyWhenCreated(ctx, sbs, 3)
+	It("scales up and down through the scale subresource, creating Pods first to go, then the newest", func(ctx SpecContext) {
+		By("growing to 3 one Pod at a time, each created in a later second than the last")
+		create(ctx, 1)
+		makeReadyWhenCreated(ctx, sbs, 1)
+		for n := int32(2); n <= 3; n++ {
+			// Creation timestamps have a one-second resolution.
+			newest := podsOf(ctx, Default, sbs)[0].CreationTimestamp.Time
+			for _, pod := range podsOf(ctx, Default, sbs) {
+				newest = latest(newest, pod.CreationTimestamp.Time)
+			}
+			Eventually(func() time.Time { return time.Now().Truncate(time.Second) }, timeout, interval).Should(BeTemporally(">", newest))
+			scaleTo(ctx, sbs, n)
+			makeReadyWhenCreated(ctx, sbs, 1)
+		}
 		expectPool(ctx, sbs, 3, 3)
 
 		By("scaling to 5 as kubectl scale does")
@@ -120,12 +132,12 @@ var _ = Describe("SandboxSet warm pool", func() {
 
 		By("scaling to 2: the two creating Pods go first, then the newest available one")
 		available := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)
+		Expect(available).To(HaveLen(3))
+		slices.SortFunc(available, func(a, b corev1.Pod) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
 		scaleTo(ctx, sbs, 2)
 		expectPool(ctx, sbs, 2, 2)
-		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
-		for _, pod := range podsOf(ctx, Default, sbs) {
-			Expect(available).To(ContainElement(HaveField("Name", pod.Name)), "an available Pod was kept over a creating one")
-		}
+		Expect(podsOf(ctx, Default, sbs)).To(ConsistOf(HaveField("Name", available[0].Name), HaveField("Name", available[1].Name)),
+			"the two oldest available Pods stay")
 		creation.expectExactly(5)
 	})
 
@@ -217,18 +229,22 @@ var _ = Describe("SandboxSet warm pool", func() {
 	})
 
 	It("says when a quota refuses Pods, and fills the pool once the quota allows", func(ctx SpecContext) {
+		// Read without creating the series: an absent series must not pass
+		// as zero refusals. The counter spans the suite: count from here.
+		refused := func() float64 {
+			return counterValue("sandboxset_pod_operations_total", map[string]string{"operation": "create", "result": "Forbidden"})
+		}
+		base := refused()
 		quota := setPodQuota(ctx, ns, nil, 2)
 		create(ctx, 3)
 		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReplicaFailure, metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaExceeded,
 			"exceeded quota", timeout, interval)
 		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
 
-		By("backing off: counting refused creations over 5 s")
-		refused := func() float64 { return testutil.ToFloat64(podOperations.WithLabelValues("create", "Forbidden")) }
+		By("backing off: after 3 refusals, at most 4 more in 5 s")
+		Eventually(func() float64 { return refused() - base }, timeout, interval).Should(BeNumerically(">=", 3), "refused creations counted")
 		before := refused()
-		time.Sleep(5 * time.Second)
-		GinkgoWriter.Printf("refused creations in 5 s: %v\n", refused()-before)
-		Expect(refused()-before).To(BeNumerically("<=", 4), "a backoff, not a hot loop")
+		Consistently(func() float64 { return refused() - before }, 5*time.Second, interval).Should(BeNumerically("<=", 4), "a backoff, not a hot loop")
 
 		setPodQuota(ctx, ns, quota, 3)
 		makeReadyWhenCreated(ctx, sbs, 3)
@@ -250,6 +266,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 		Expect(k8sClient.Delete(ctx, sbs)).To(Succeed())
 		// envtest runs no garbage collector: what it would delete is exactly
 		// what still names the SandboxSet as owner.
+		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(4), "three warm, one claimed")
 		for _, pod := range podsOf(ctx, Default, sbs) {
 			if pod.Name == claimed.Name {
 				Expect(pod.OwnerReferences).To(BeEmpty(), "the claimed Pod survives the SandboxSet")
@@ -271,6 +288,28 @@ var _ = Describe("SandboxSet warm pool", func() {
 		creation.expectExactly(1000)
 		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(1000))
 	}, SpecTimeout(4*timeout))
+})
+
+var _ = Describe("Short expectations", Serial, func() {
+	It("create nothing extra once they expire: the cache confirms every creation first", func(ctx SpecContext) {
+		const ttl = 2 * time.Second
+		stopManager()
+		stopManager = startManager(func(o *Options) { o.ExpectationTTL = ttl })
+		DeferCleanup(func() {
+			stopManager()
+			stopManager = startManager()
+		})
+		ns := newNamespace(ctx)
+		creation := countCreations(context.Background(), ns)
+		defer creation.Stop()
+		sbs := newSandboxSet(ns, "demo", 50)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		Eventually(func(g Gomega) { g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(50)) }, timeout, interval).Should(Succeed())
+		makeReady(ctx, sbs)
+		expectPool(ctx, sbs, 50, 50)
+		By("holding well past the expectations' lifetime")
+		Consistently(creation.Counted, 3*ttl, interval).Should(Equal(50), "Pods ever created")
+	})
 })
 
 var _ = Describe("A manager restart", Serial, func() {
@@ -374,7 +413,7 @@ var _ = Describe("The SandboxSet schema", func() {
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).To(ContainSubstring(field))
 	},
-		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = -1 }, "spec.replicas"),
+		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](-1) }, "spec.replicas"),
 		Entry("unknown persistent content", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"gpu"}
 		}, "spec.persistentContents[0]"),
@@ -400,7 +439,14 @@ var _ = Describe("The SandboxSet schema", func() {
 		u := &unstructured.Unstructured{Object: raw}
 		Expect(k8sClient.Create(ctx, u)).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
-		Expect(sbs.Spec.Replicas).To(Equal(int32(1)))
+		Expect(sbs.Spec.Replicas).To(HaveValue(Equal(int32(1))))
 		Expect(sbs.Spec.UpdateStrategy.MaxUnavailable).To(HaveValue(Equal(intstr.FromString("25%"))))
 	})
 })
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

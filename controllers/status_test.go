@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
@@ -76,7 +77,7 @@ func TestComputeStatus(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sbs := &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Generation: 4}, Spec: agentsv1alpha1.SandboxSetSpec{Replicas: 3}}
+			sbs := &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Generation: 4}, Spec: agentsv1alpha1.SandboxSetSpec{Replicas: ptr.To[int32](3)}}
 			got := computeStatus(sbs, tt.pool, "new", "sel", tt.createErr)
 			if got.Replicas != tt.wantReplicas || got.AvailableReplicas != tt.wantAvail || got.UpdatedReplicas != tt.wantUpdated {
 				t.Errorf("replicas/available/updated = %d/%d/%d, want %d/%d/%d",
@@ -97,7 +98,7 @@ func TestComputeStatus(t *testing.T) {
 }
 
 func TestConditionTransitionTimeMovesOnlyOnFlip(t *testing.T) {
-	sbs := &agentsv1alpha1.SandboxSet{Spec: agentsv1alpha1.SandboxSetSpec{Replicas: 1}}
+	sbs := &agentsv1alpha1.SandboxSet{Spec: agentsv1alpha1.SandboxSetSpec{Replicas: ptr.To[int32](1)}}
 	creating := pool{active: []*corev1.Pod{testPod("a", false, "new", 0)}}
 	sbs.Status = computeStatus(sbs, creating, "new", "sel", nil)
 	first := meta.FindStatusCondition(sbs.Status.Conditions, agentsv1alpha1.ConditionReady).LastTransitionTime

@@ -78,7 +78,7 @@ var _ = AfterSuite(func() {
 
 // startManager runs the controller the way cmd/manager does, and returns a
 // function that stops it and waits until it has stopped.
-func startManager() func() {
+func startManager(tune ...func(*Options)) func() {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  CacheOptions(),
@@ -90,9 +90,13 @@ func startManager() func() {
 	Expect(err).NotTo(HaveOccurred())
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &SandboxSetReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("sandboxset-controller"),
-		Options:  Options{Workers: 8, PodWriteParallelism: 64, ExpectationTTL: 2 * time.Minute},
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("sandboxset-controller"),
+		Options:   Options{Workers: 8, PodWriteParallelism: 64, ExpectationTTL: 2 * time.Minute},
+	}
+	for _, t := range tune {
+		t(&r.Options)
 	}
 	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
 	expiry := &ExpiryReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sandbox-expiry-controller")}

@@ -2,21 +2,29 @@ package webhooks
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
 // FuzzValidateSandboxSet feeds arbitrary SandboxSets to defaulting and
-// validation: neither may panic, defaulting must be idempotent, and every
+// validation: neither may panic, defaulting must be idempotent on the whole
+// object, every known-bad input must be refused at its field, and every
 // refusal must name a field and say what is wrong.
 func FuzzValidateSandboxSet(f *testing.F) {
 	f.Add("demo", int32(10), "ip,memory", "25%", int32(0), "nginx", "nginx:alpine", "app", "web", "Always")
@@ -27,7 +35,7 @@ func FuzzValidateSandboxSet(f *testing.F) {
 		sbs := &agentsv1alpha1.SandboxSet{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: agentsv1alpha1.SandboxSetSpec{
-				Replicas: replicas,
+				Replicas: ptr.To(replicas),
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{labelKey: labelValue}, Annotations: map[string]string{labelKey: labelValue}},
 					Spec: corev1.PodSpec{
@@ -49,37 +57,72 @@ func FuzzValidateSandboxSet(f *testing.F) {
 		defaultSandboxSet(sbs)
 		once := sbs.DeepCopy()
 		defaultSandboxSet(sbs)
-		if sbs.Spec.Revision() != once.Spec.Revision() {
-			t.Fatalf("defaulting is not idempotent")
+		if !equality.Semantic.DeepEqual(sbs, once) {
+			t.Fatalf("defaulting is not idempotent: %s", cmp.Diff(once, sbs))
 		}
 		old := sbs.DeepCopy()
-		for _, errs := range [][]error{
-			toErrors(validateSandboxSet(sbs, nil, 100)),
-			toErrors(validateSandboxSet(sbs, old, 100)),
-		} {
+		for _, errs := range []field.ErrorList{validateSandboxSet(sbs, nil, 100), validateSandboxSet(sbs, old, 100)} {
 			for _, err := range errs {
 				checkFieldError(t, err)
 			}
+			refused := map[string]bool{}
+			for _, err := range errs {
+				refused[err.Field] = true
+			}
+			// What must be refused, whatever else is wrong too.
+			for path, bad := range map[string]bool{
+				"spec.replicas":                          replicas < 0 || (replicas > 100 && errs != nil && old == nil),
+				"spec.template.spec.restartPolicy":       restartPolicy != "" && restartPolicy != string(corev1.RestartPolicyAlways),
+				"spec.template.spec.containers[0].image": strings.TrimSpace(image) == "",
+				"spec.template.spec.containers[0].name":  container == "",
+			} {
+				if bad && !refused[path] {
+					t.Fatalf("%s was not refused; refusals: %v", path, errs)
+				}
+			}
+			for i, c := range sbs.Spec.PersistentContents {
+				if !slices.Contains(supportedContents, string(c)) && !refused[fmt.Sprintf("spec.persistentContents[%d]", i)] {
+					t.Fatalf("persistent content %q was not refused; refusals: %v", c, errs)
+				}
+			}
+		}
+		if replicas > 100 && !slices.ContainsFunc(validateSandboxSet(sbs, nil, 100), func(e *field.Error) bool { return e.Field == "spec.replicas" }) {
+			t.Fatalf("%d replicas, over the ceiling of 100, were not refused at create", replicas)
 		}
 	})
 }
 
-// FuzzAdmitPoolPodUpdate feeds arbitrary label changes to the claim
-// decision: it may not panic; a claim it allows must come from an unclaimed,
-// Ready Pod and a valid holder and leave the Pod claimed; every refusal must
-// be an API status that names the Pod and, if Invalid, the field.
+// FuzzAdmitPoolPodUpdate feeds arbitrary changes of the pool labels to the
+// claim decision, on Pods in any phase, readiness and ownership. It may not
+// panic; every refusal must be an API status that names the Pod and, if
+// Invalid, the field; and whatever it admits from anyone but the manager must
+// leave the pool labels as they were, or be a valid claim: an unclaimed,
+// Ready, running Pod its SandboxSet controls, a valid agent id, nothing else
+// of the operator's changed. The manager may only move an unclaimed Pod
+// between creating and available.
 func FuzzAdmitPoolPodUpdate(f *testing.F) {
-	f.Add("", "agent-1", "available", "available", "demo", "demo", "r1", "r1", true, false, false)
-	f.Add("agent-1", "agent-2", "claimed", "claimed", "demo", "demo", "r1", "r1", true, false, false)
-	f.Add("", "", "creating", "available", "demo", "demo", "r1", "r1", true, true, false)
-	f.Add("", strings.Repeat("a", 64), "available", "claimed", "demo", "other", "r1", "r2", false, false, true)
-	f.Fuzz(func(t *testing.T, oldHolder, newHolder, oldState, newState, oldPool, newPool, oldRev, newRev string, ready, byManager, terminating bool) {
+	f.Add("", "agent-1", "available", "available", "demo", "demo", "r1", "r1", "Running", true, false, false, "demo")
+	f.Add("agent-1", "agent-2", "claimed", "claimed", "demo", "demo", "r1", "r1", "Running", true, false, false, "demo")
+	f.Add("", "", "creating", "available", "demo", "demo", "r1", "r1", "Running", true, true, false, "demo")
+	f.Add("", "", "available", "claimed", "demo", "demo", "r1", "r1", "Running", true, false, false, "demo")
+	f.Add("", "agent-1", "available", "available", "demo", "demo", "r1", "r1", "Failed", true, false, false, "demo")
+	f.Add("", "agent-1", "available", "available", "demo", "demo", "r1", "r1", "Running", true, false, false, "other")
+	f.Add("", "agent-1", "available", "available", "demo", "demo", "r1", "r1", "Running", true, false, false, "")
+	f.Add("", strings.Repeat("a", 64), "available", "claimed", "demo", "other", "r1", "r2", "Pending", false, false, true, "demo")
+	f.Fuzz(func(t *testing.T, oldHolder, newHolder, oldState, newState, oldPool, newPool, oldRev, newRev, phase string,
+		ready, byManager, terminating bool, owner string) {
 		oldPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "demo-x7k2p", Labels: map[string]string{
 			agentsv1alpha1.LabelState: oldState, agentsv1alpha1.LabelSandboxSet: oldPool, agentsv1alpha1.LabelRevision: oldRev,
 		}}}
+		if owner != "" {
+			oldPod.OwnerReferences = []metav1.OwnerReference{{
+				APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "SandboxSet", Name: owner, UID: "u1", Controller: ptr.To(true),
+			}}
+		}
 		if oldHolder != "" {
 			oldPod.Labels[agentsv1alpha1.LabelClaimedBy] = oldHolder
 		}
+		oldPod.Status.Phase = corev1.PodPhase(phase)
 		if ready {
 			oldPod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 		}
@@ -110,15 +153,31 @@ func FuzzAdmitPoolPodUpdate(f *testing.F) {
 			}
 			return
 		}
-		if !claim {
-			return
-		}
-		if oldHolder != "" || newHolder == "" || !ready || terminating {
-			t.Fatalf("allowed a claim by %q of a Pod held by %q (ready=%v, terminating=%v)", newHolder, oldHolder, ready, terminating)
-		}
-		completeClaim(newPod, time.Now(), "system:serviceaccount:agents:agent-1", nil)
-		if newPod.Labels[agentsv1alpha1.LabelState] != string(agentsv1alpha1.StateClaimed) || len(newPod.OwnerReferences) != 0 {
-			t.Fatalf("a completed claim left state %q and owners %v", newPod.Labels[agentsv1alpha1.LabelState], newPod.OwnerReferences)
+		poolLabelsKept := oldPool == newPool && oldRev == newRev
+		switch {
+		case claim:
+			validHolder := len(validation.IsValidLabelValue(newHolder)) == 0
+			claimable := oldHolder == "" && ready && !terminating && phase != string(corev1.PodFailed) && phase != string(corev1.PodSucceeded) &&
+				owner != "" && owner == oldPool
+			if newHolder == "" || !validHolder || !claimable || !poolLabelsKept || newState != oldState {
+				t.Fatalf("admitted as a claim: holder %q→%q, state %q→%q, pool %q→%q, revision %q→%q, phase %q, ready %v, terminating %v, owner %q",
+					oldHolder, newHolder, oldState, newState, oldPool, newPool, oldRev, newRev, phase, ready, terminating, owner)
+			}
+			if errs := completeClaim(newPod, time.Now(), "system:serviceaccount:agents:agent-1", nil); len(errs) > 0 {
+				t.Fatalf("completing an admitted claim failed: %v", errs)
+			}
+			if newPod.Labels[agentsv1alpha1.LabelState] != string(agentsv1alpha1.StateClaimed) || len(newPod.OwnerReferences) != 0 {
+				t.Fatalf("a completed claim left state %q and owners %v", newPod.Labels[agentsv1alpha1.LabelState], newPod.OwnerReferences)
+			}
+		case !poolLabelsKept || oldHolder != newHolder:
+			t.Fatalf("admitted a change of pool %q→%q, revision %q→%q or holder %q→%q that is no claim", oldPool, newPool, oldRev, newRev, oldHolder, newHolder)
+		case oldState == newState:
+		case !byManager:
+			t.Fatalf("admitted a state change %q→%q by an agent", oldState, newState)
+		case oldHolder == "" && newState != string(agentsv1alpha1.StateCreating) && newState != string(agentsv1alpha1.StateAvailable):
+			t.Fatalf("admitted the manager's move of an unclaimed Pod to state %q", newState)
+		case oldHolder != "" && newState != string(agentsv1alpha1.StateClaimed):
+			t.Fatalf("admitted the manager's move of a claimed Pod to state %q", newState)
 		}
 	})
 }

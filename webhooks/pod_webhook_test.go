@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -14,8 +15,10 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -270,3 +273,54 @@ func podWebhookCalls() float64 {
 	}
 	return calls
 }
+
+// Every manager replica serves the webhooks, and a replica's cache can trail
+// the leader's: a pool just created, or a template just changed, must not be
+// refused on what the cache says.
+var _ = Describe("A webhook replica with a stale cache", func() {
+	It("asks the API server before refusing a Pod of a pool, or a cold claim at a revision, its cache does not know", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		sbs := newSandboxSet(ns, "fresh", 0)
+		Expect(adminClient.Create(ctx, sbs)).To(Succeed())
+		Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+		stale := sbs.DeepCopy()
+		stale.Spec.Template.Spec.Containers[0].Image = "nginx:previous"
+		// The cache this replica has: no pool at first, then the pool's
+		// previous template.
+		var known atomic.Bool
+		cached := interceptor.NewClient(env.Admin, interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			got, ok := obj.(*agentsv1alpha1.SandboxSet)
+			switch {
+			case !ok:
+				return c.Get(ctx, key, obj, opts...)
+			case !known.Load():
+				return apierrors.NewNotFound(schema.GroupResource{Group: "agents.kruise.io", Resource: "sandboxsets"}, key.Name)
+			}
+			stale.DeepCopyInto(got)
+			return nil
+		}})
+		w := &PodWebhook{Client: cached, APIReader: env.Admin, ManagerUsername: envtestenv.ManagerUser}
+		w.now, w.templates = time.Now, newTemplateSpecs(env.Admin)
+
+		warm := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh-abcde", Labels: map[string]string{agentsv1alpha1.LabelSandboxSet: "fresh"}},
+			Spec:       sbs.Spec.Template.Spec,
+		}
+		Expect(w.admitCreate(ctx, warm, envtestenv.ManagerUser, true)).To(Succeed())
+		Expect(warm.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateCreating)))
+
+		known.Store(true)
+		cold := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh-cold1", Labels: map[string]string{
+				agentsv1alpha1.LabelSandboxSet: "fresh", agentsv1alpha1.LabelRevision: sbs.Spec.Revision(), agentsv1alpha1.LabelClaimedBy: "agent-1",
+			}},
+			Spec: *sbs.Spec.Template.Spec.DeepCopy(),
+		}
+		// Its spec as the API server defaults it before admission.
+		dry := cold.DeepCopy()
+		Expect(adminClient.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+		cold.Spec = dry.Spec
+		Expect(w.admitCreate(ctx, cold, "agent-user", false)).To(Succeed())
+		Expect(cold.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
+	})
+})

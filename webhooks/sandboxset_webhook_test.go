@@ -52,9 +52,9 @@ var _ = Describe("SandboxSet admission", func() {
 		Entry("a template annotation in the operator's namespace", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.Template.Annotations = map[string]string{agentsv1alpha1.AnnotationClaimedAt: "now"}
 		}, "spec.template.metadata.annotations[agents.kruise.io/claimed-at]", "set by the operator"),
-		Entry("more replicas than the ceiling", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = testMaxReplicas + 1 },
+		Entry("more replicas than the ceiling", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](testMaxReplicas + 1) },
 			"spec.replicas", "must be at most 100"),
-		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = -1 },
+		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](-1) },
 			"spec.replicas", "greater than or equal to 0"),
 		Entry("an unknown persistent content", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"gpu"}
@@ -112,7 +112,7 @@ var _ = Describe("SandboxSet admission", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
 			sbs.Spec.Template.Spec.Containers[0].Image = ""
-			sbs.Spec.Replicas = testMaxReplicas + 1
+			sbs.Spec.Replicas = ptr.To[int32](testMaxReplicas + 1)
 			err = adminClient.Update(ctx, sbs)
 			g.Expect(apierrors.IsConflict(err)).To(BeFalse(), "retry a stale read")
 		}, timeout, interval).Should(Succeed())

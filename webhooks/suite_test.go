@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -83,7 +84,7 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 	return &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: agentsv1alpha1.SandboxSetSpec{
-			Replicas: replicas,
+			Replicas: ptr.To(replicas),
 			Template: corev1.PodTemplateSpec{
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: "sandbox", Image: "nginx:alpine",

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -438,7 +439,7 @@ func (fx *tenancyFixture) setUp(ctx context.Context, env *envtestenv.Env) error 
 	sbs := &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: fx.ns, Name: "demo"},
 		Spec: agentsv1alpha1.SandboxSetSpec{
-			Replicas: 2, Template: newSandboxSet(fx.ns, "demo", 2).Spec.Template,
+			Replicas: ptr.To[int32](2), Template: newSandboxSet(fx.ns, "demo", 2).Spec.Template,
 			// A maximum, so that renewals past it are among the writes.
 			ClaimLifetime: &agentsv1alpha1.ClaimLifetime{Max: &metav1.Duration{Duration: fixtureMaxLifetime}},
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -79,6 +80,24 @@ func (s *scenarioResult) system(name string) *runs {
 	r := &runs{Runs: []metrics{}} // [] in the JSON, not null, for a skipped system
 	s.Systems[name] = r
 	return r
+}
+
+// correctness is an error for every run that double-claimed or
+// over-created, in any scenario and system.
+func (r *results) correctness() error {
+	var errs []error
+	for _, s := range r.Scenarios {
+		for name, sys := range s.Systems {
+			for i, m := range sys.Runs {
+				for key, what := range map[string]string{"double_claims": "double claims", "over_created": "Pods created beyond need"} {
+					if v, ok := m[key]; ok && v > 0 {
+						errs = append(errs, fmt.Errorf("%s, %s, run %d: %.0f %s", s.Key, name, i+1, v, what))
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // summarize fills every summary from the runs.

@@ -151,6 +151,9 @@ func (b *bench) ensureEmpty(ctx context.Context, sys system) error {
 // many Pods were created since created0.
 func settle(ctx context.Context, sys system, created0 int, timeout time.Duration) (int, error) {
 	err := sys.tracker().waitQuiet(ctx, quietFor, timeout)
+	if err == nil {
+		err = sys.creations().Err() // a count that stopped early would hide over-creation
+	}
 	return sys.creations().Count() - created0, err
 }
 
@@ -506,5 +509,8 @@ func (b *bench) checkHolders(ctx context.Context, sys system, results []claimRes
 		}
 	}
 	m["double_claims"], m["orphan_claims"] = float64(doubles), float64(orphans)
+	if doubles > 0 {
+		return fmt.Errorf("%d double claims: a Pod was won twice, or is held by another than the claim that won it", doubles)
+	}
 	return nil
 }

@@ -27,6 +27,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -158,7 +159,7 @@ func newSandboxSet(ns, name string, replicas int32) *agentsv1alpha1.SandboxSet {
 	return &agentsv1alpha1.SandboxSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: agentsv1alpha1.SandboxSetSpec{
-			Replicas:           replicas,
+			Replicas:           ptr.To(replicas),
 			PersistentContents: []agentsv1alpha1.PersistentContent{agentsv1alpha1.PersistentContentIP},
 			Template: corev1.PodTemplateSpec{
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "nginx:alpine"}}},

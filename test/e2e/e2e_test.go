@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -12,9 +13,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -34,11 +37,14 @@ var _ = Describe("The warm pool on a real control plane", func() {
 		By("stage 1: 3 of 3 available, each Pod scheduled to a node")
 		expectPool(ctx, sbs, 3, 3)
 		original := podsOf(ctx, Default, sbs)
+		Expect(original).To(HaveLen(3))
 		for _, pod := range original {
 			Expect(pod.Spec.NodeName).NotTo(BeEmpty())
+			Expect(pod.Annotations).To(HaveKeyWithValue(agentsv1alpha1.AnnotationPersistentContents, "ip"), "what the sandbox runtime keeps across hibernation")
 		}
 
 		By("stage 2: an agent claims one")
+		states := watchStates(ctx, ns)
 		claimed := original[0]
 		Expect(patchLabel(ctx, &claimed, agentsv1alpha1.LabelClaimedBy, "agent-1")).To(Succeed())
 
@@ -55,8 +61,13 @@ var _ = Describe("The warm pool on a real control plane", func() {
 
 		By("stage 4: the replacement turns Ready; 3 of 3 available again")
 		expectPool(ctx, sbs, 3, 3)
-		ready := readyTime(getPod(ctx, Default, ns, replacement.Name))
-		Expect(ready.Sub(replacement.CreationTimestamp.Time)).To(BeNumerically(">=", 0), "it was creating before it was available")
+		// Every state each Pod was seen in, from a watch started before the
+		// claim: the replacement was creating, then available, while the two
+		// others stayed available throughout.
+		Expect(states.of(replacement.Name)).To(Equal([]string{string(agentsv1alpha1.StateCreating), string(agentsv1alpha1.StateAvailable)}))
+		for _, pod := range original[1:] {
+			Expect(states.of(pod.Name)).To(Equal([]string{string(agentsv1alpha1.StateAvailable)}), "%s stayed available", pod.Name)
+		}
 		held := getPod(ctx, Default, ns, claimed.Name)
 		Expect(held.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"))
 		Expect(held.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
@@ -79,20 +90,51 @@ var _ = Describe("The warm pool on a real control plane", func() {
 		expectCreations(creation, 6)
 	})
 
-	It("rolls the template under a steady stream of claims, leaving claimed Pods alone", func(ctx SpecContext) {
+	It("rolls the template within maxUnavailable, then under a steady stream of claims, leaving claimed Pods alone", func(ctx SpecContext) {
 		sbs := newSandboxSet(ns, "demo", 6)
 		sbs.Spec.UpdateStrategy.MaxUnavailable = ptr.To(intstr.FromInt32(2))
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
 		expectPool(ctx, sbs, 6, 6)
+		changeImage := func(image string) string {
+			GinkgoHelper()
+			Eventually(func(g Gomega) {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+				sbs.Spec.Template.Spec.Containers[0].Image = image
+				g.Expect(k8sClient.Update(ctx, sbs)).To(Succeed())
+			}, timeout, interval).Should(Succeed())
+			return sbs.Spec.Revision()
+		}
+		rolledTo := func(revision string) {
+			GinkgoHelper()
+			Eventually(func(g Gomega) {
+				got := &agentsv1alpha1.SandboxSet{}
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+				g.Expect(got.Status.UpdateRevision).To(Equal(revision))
+				g.Expect(got.Status.UpdatedReplicas).To(Equal(int32(6)))
+				g.Expect(got.Status.AvailableReplicas).To(Equal(int32(6)))
+			}, timeout, interval).Should(Succeed())
+		}
 
+		By("claiming two sandboxes at the first revision")
+		held := map[string]string{} // pod → revision at claim time
+		for i := range 2 {
+			pod, ok := claimAny(ctx, sbs, fmt.Sprintf("early-%d", i))
+			Expect(ok).To(BeTrue())
+			held[pod.Name] = pod.Labels[agentsv1alpha1.LabelRevision]
+		}
+		expectPool(ctx, sbs, 6, 6)
+
+		By("rolling with no claims: never more than maxUnavailable of 6 unavailable")
+		available := watchAvailable(ctx, ns)
+		rolledTo(changeImage("nginx:1.28-alpine"))
+		Expect(available.min()).To(BeNumerically(">=", 6-2), "available warm Pods during the rollout")
+
+		By("rolling again under a claim every 300 ms")
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		held := map[string]string{} // pod → revision at claim time
-		wg.Add(1)
-		go func() {
+		wg.Go(func() {
 			defer GinkgoRecover()
-			defer wg.Done()
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -105,28 +147,15 @@ var _ = Describe("The warm pool on a real control plane", func() {
 					mu.Unlock()
 				}
 			}
-		}()
-
-		Eventually(func(g Gomega) {
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
-			sbs.Spec.Template.Spec.Containers[0].Image = "nginx:1.29-alpine"
-			g.Expect(k8sClient.Update(ctx, sbs)).To(Succeed())
-		}, timeout, interval).Should(Succeed())
-		newRevision := sbs.Spec.Revision()
-		Eventually(func(g Gomega) {
-			got := &agentsv1alpha1.SandboxSet{}
-			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
-			g.Expect(got.Status.UpdateRevision).To(Equal(newRevision))
-			g.Expect(got.Status.UpdatedReplicas).To(Equal(int32(6)))
-			g.Expect(got.Status.AvailableReplicas).To(Equal(int32(6)))
-		}, timeout, interval).Should(Succeed())
+		})
+		rolledTo(changeImage("nginx:1.29-alpine"))
 		close(stop)
 		wg.Wait()
 
-		Expect(held).NotTo(BeEmpty())
+		Expect(len(held)).To(BeNumerically(">", 2), "claims landed during the second rollout")
 		for name, revision := range held {
 			pod := getPod(ctx, Default, ns, name)
-			Expect(pod.DeletionTimestamp).To(BeNil(), "claimed %s was not deleted by the rollout", name)
+			Expect(pod.DeletionTimestamp).To(BeNil(), "claimed %s was not deleted by the rollouts", name)
 			Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelRevision, revision), "claimed %s kept its revision", name)
 		}
 	})
@@ -143,14 +172,20 @@ var _ = Describe("The warm pool on a real control plane", func() {
 
 		Expect(k8sClient.Delete(ctx, sbs)).To(Succeed())
 		By("waiting for the garbage collector, which may first have to discover the CRD")
-		Eventually(func(g Gomega) {
+		names := []string{claimed[0].Name, claimed[1].Name}
+		claimedOnly := func(g Gomega) {
 			pods := podsOf(ctx, g, sbs)
 			g.Expect(pods).To(HaveLen(2))
 			for _, pod := range pods {
+				g.Expect(names).To(ContainElement(pod.Name))
 				g.Expect(pod.Labels[agentsv1alpha1.LabelState]).To(Equal(string(agentsv1alpha1.StateClaimed)))
+				g.Expect(pod.OwnerReferences).To(BeEmpty(), "nothing for the garbage collector to follow")
 				g.Expect(pod.DeletionTimestamp).To(BeNil())
 			}
-		}, 2*timeout, interval).Should(Succeed())
+		}
+		Eventually(claimedOnly, 2*timeout, interval).Should(Succeed())
+		By("and the garbage collector, having processed the SandboxSet, leaves them")
+		Consistently(claimedOnly, holdFor, interval).Should(Succeed())
 	})
 })
 
@@ -171,7 +206,9 @@ func claimAny(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, agent string)
 		if err == nil {
 			return &pod, true
 		}
-		Expect(apierrors.IsConflict(err) || apierrors.IsInvalid(err)).To(BeTrue(), "a refused claim says why: %v", err)
+		// Taken (Conflict), no longer Ready (Invalid) or gone (NotFound):
+		// the races the claim package retries too.
+		Expect(apierrors.IsConflict(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err)).To(BeTrue(), "a refused claim says why: %v", err)
 	}
 	return nil, false
 }
@@ -191,19 +228,104 @@ func containsPod(pods []corev1.Pod, name string) bool {
 	return false
 }
 
-func readyTime(pod *corev1.Pod) time.Time {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.LastTransitionTime.Time
-		}
-	}
-	return time.Time{}
-}
-
 // expectCreations waits for the watch to catch up with n creations, then
 // checks that no more follow.
 func expectCreations(c *podtrack.Creations, n int) {
 	GinkgoHelper()
-	Eventually(c.Count, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
-	Consistently(c.Count, holdFor, interval).Should(Equal(n), "Pods ever created")
+	Eventually(c.Counted, timeout, interval).Should(BeNumerically(">=", n), "Pods ever created")
+	Consistently(c.Counted, holdFor, interval).Should(Equal(n), "Pods ever created")
+}
+
+// stateLog records, for each Pod of a namespace, the state labels a watch
+// saw it in, in order and without repeats.
+type stateLog struct {
+	mu     sync.Mutex
+	states map[string][]string
+}
+
+// watchStates watches the namespace's Pods until the spec ends.
+func watchStates(ctx context.Context, ns string) *stateLog {
+	GinkgoHelper()
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	w, err := c.Watch(ctx, &corev1.PodList{}, client.InNamespace(ns))
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	l := &stateLog{states: map[string][]string{}}
+	go func() {
+		for ev := range w.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			state := pod.Labels[agentsv1alpha1.LabelState]
+			l.mu.Lock()
+			if seen := l.states[pod.Name]; len(seen) == 0 || seen[len(seen)-1] != state {
+				l.states[pod.Name] = append(seen, state)
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *stateLog) of(name string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.states[name])
+}
+
+// availability follows a namespace's warm Pods through a watch and keeps the
+// fewest that were available at once.
+type availability struct {
+	mu     sync.Mutex
+	warm   map[string]bool // pod → available
+	lowest int
+}
+
+// watchAvailable starts following from a list, which gives the first count.
+func watchAvailable(ctx context.Context, ns string) *availability {
+	GinkgoHelper()
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+	list := &corev1.PodList{}
+	Expect(c.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+	a := &availability{warm: map[string]bool{}}
+	up := func(pod *corev1.Pod) bool {
+		return pod.DeletionTimestamp == nil && !agentsv1alpha1.IsClaimed(pod) &&
+			pod.Labels[agentsv1alpha1.LabelState] == string(agentsv1alpha1.StateAvailable)
+	}
+	for i := range list.Items {
+		if a.warm[list.Items[i].Name] = up(&list.Items[i]); a.warm[list.Items[i].Name] {
+			a.lowest++
+		}
+	}
+	w, err := c.Watch(ctx, &corev1.PodList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	go func() {
+		for ev := range w.ResultChan() {
+			pod, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			a.mu.Lock()
+			a.warm[pod.Name] = ev.Type != watch.Deleted && up(pod)
+			n := 0
+			for _, up := range a.warm {
+				if up {
+					n++
+				}
+			}
+			a.lowest = min(a.lowest, n)
+			a.mu.Unlock()
+		}
+	}()
+	return a
+}
+
+func (a *availability) min() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lowest
 }
