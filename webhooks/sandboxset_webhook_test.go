@@ -133,9 +133,11 @@ var _ = Describe("The install manifests", func() {
 		}
 		Expect(string(rendered)).To(ContainSubstring("cert-manager.io/inject-ca-from: sandboxset-system/sandboxset-serving-cert"))
 		// The Pod webhook's not-the-manager condition names the manager's
-		// ServiceAccount as kustomize names it (the identity these suites
-		// run the manager under).
-		Expect(envtestenv.ManagerUser).To(Equal("system:serviceaccount:sandboxset-system:sandboxset-controller-manager"))
+		// ServiceAccount as kustomize names it, which is the identity these
+		// suites run the manager under.
+		sa := regexp.MustCompile(`(?m)^kind: ServiceAccount\nmetadata:\n  name: (\S+)\n  namespace: (\S+)$`).FindStringSubmatch(string(rendered))
+		Expect(sa).To(HaveLen(3), "the rendered manager ServiceAccount")
+		Expect(envtestenv.ManagerUser).To(Equal("system:serviceaccount:" + sa[2] + ":" + sa[1]))
 		Expect(string(rendered)).To(MatchRegexp(`request\.userInfo\.username != 'system:serviceaccount:'\s+\+ 'sandboxset-system' \+ ':' \+ 'sandboxset-controller-manager'`))
 		Expect(regexp.MustCompile(`'sandboxset-system'\s+\+\s+':'\s+\+\s+'sandboxset-controller-manager'`).FindAllString(string(rendered), -1)).
 			To(HaveLen(2), "the Pod and eviction webhooks' conditions")

@@ -99,7 +99,8 @@ func try(work string, m mutant) (result, killedBy string, err error) {
 	}
 	defer os.WriteFile(path, original, 0o600) //nolint:errcheck // best effort; the copy is removed anyway
 
-	cmd := exec.Command("go", "test", owner(m.file), "-count=1", "-timeout", "15m")
+	// The first failure is enough: a mutant is killed or it is not.
+	cmd := exec.Command("go", "test", owner(m.file), "-count=1", "-timeout", "15m", "-failfast", "-args", "-ginkgo.fail-fast")
 	cmd.Dir = work
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
