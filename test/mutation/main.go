@@ -102,6 +102,7 @@ func try(work string, m mutant) (result, killedBy string, err error) {
 	// The first failure is enough: a mutant is killed or it is not.
 	cmd := exec.Command("go", "test", owner(m.file), "-count=1", "-timeout", "15m", "-failfast", "-args", "-ginkgo.fail-fast")
 	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "GINKGO_NO_COLOR=TRUE")
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err == nil {
@@ -110,27 +111,22 @@ func try(work string, m mutant) (result, killedBy string, err error) {
 	return "killed", fmt.Sprintf("%s (%s)", firstFailure(out), time.Since(start).Round(time.Second)), nil
 }
 
-var failureLine = regexp.MustCompile(`(?m)^\s*(?:--- FAIL: (\S+)|\[FAIL\] (.+?)(?:\s*\[.*)?$|.*(\[build failed\]))`)
+var (
+	// A Ginkgo spec, a subtest, or a test that failed.
+	specFailure    = regexp.MustCompile(`(?m)^\s*\[FAIL\] (.+?)\s*$`)
+	subtestFailure = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+/\S+)`)
+	testFailure    = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+)|(\[build failed\])`)
+)
 
-// firstFailure names the first failing test in go test's output.
+// firstFailure names the first failing spec or test in go test's output,
+// the most precise first.
 func firstFailure(out []byte) string {
-	for _, m := range failureLine.FindAllSubmatch(out, -1) {
-		for _, g := range m[1:] {
-			if name := strings.TrimSpace(string(g)); name != "" && !strings.HasPrefix(name, "Test") || strings.Contains(name, "/") {
-				return stripColors(name)
-			}
-		}
-	}
-	for _, m := range failureLine.FindAllSubmatch(out, -1) {
-		for _, g := range m[1:] {
-			if name := strings.TrimSpace(string(g)); name != "" {
-				return stripColors(name)
+	for _, re := range []*regexp.Regexp{specFailure, subtestFailure, testFailure} {
+		for _, group := range re.FindSubmatch(out) {
+			if name := strings.TrimSpace(string(group)); name != "" && !strings.HasPrefix(name, "--- FAIL") && !strings.HasPrefix(name, "[FAIL]") {
+				return name
 			}
 		}
 	}
 	return "the package's tests failed"
 }
-
-var colors = regexp.MustCompile(`\x1b\[[0-9;]*m`)
-
-func stripColors(s string) string { return colors.ReplaceAllString(s, "") }
