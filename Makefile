@@ -26,8 +26,9 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD, RBAC and webhook manifests from markers.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:maxDescLen=0,generateEmbeddedObjectMeta=true webhook paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true webhook paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	go run ./cmd/crdtrim config/crd/bases/*.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods from markers.
@@ -37,8 +38,9 @@ generate: controller-gen ## Generate DeepCopy methods from markers.
 verify-generated: controller-gen ## Fail if the committed CRD, RBAC, webhook or DeepCopy code is stale.
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(CONTROLLER_GEN) object paths="./api/..." output:object:artifacts:config="$$tmp/api",code="$$tmp/api"; \
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:maxDescLen=0,generateEmbeddedObjectMeta=true webhook paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:generateEmbeddedObjectMeta=true webhook paths="./..." \
 		output:crd:artifacts:config="$$tmp/crd" output:rbac:artifacts:config="$$tmp/rbac" output:webhook:artifacts:config="$$tmp/webhook"; \
+	go run ./cmd/crdtrim "$$tmp"/crd/*.yaml; \
 	stale=0; \
 	diff -u api/v1alpha1/zz_generated.deepcopy.go "$$tmp/api/zz_generated.deepcopy.go" || stale=1; \
 	for f in "$$tmp"/crd/*; do diff -u "config/crd/bases/$$(basename "$$f")" "$$f" || stale=1; done; \
@@ -60,7 +62,7 @@ test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, en
 	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./... -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 
 .PHONY: fuzz
-fuzz: ## Fuzz SandboxSet validation and the claim decision for FUZZ_TIME each (seed corpus in webhooks/testdata/fuzz).
+fuzz: ## Fuzz SandboxSet validation and the claim webhook's decision for FUZZ_TIME each (seed corpus in webhooks/testdata/fuzz).
 	go test ./webhooks -run '^$$' -fuzz '^FuzzValidateSandboxSet$$' -fuzztime $(FUZZ_TIME)
 	go test ./webhooks -run '^$$' -fuzz '^FuzzAdmitPoolPodUpdate$$' -fuzztime $(FUZZ_TIME)
 
@@ -68,7 +70,7 @@ fuzz: ## Fuzz SandboxSet validation and the claim decision for FUZZ_TIME each (s
 BENCH_FLAGS ?=
 
 .PHONY: bench
-bench: ## Benchmark the SandboxSet against a ReplicaSet warm pool on a local cluster of its own (docs/benchmark.md); never fails on speed.
+bench: ## Benchmark the SandboxSet against a ReplicaSet warm pool on a local cluster of its own (docs/benchmark.md); fails on a double claim or an extra Pod, never on speed.
 	go run ./test/bench $(BENCH_FLAGS)
 
 ##@ Build
@@ -78,12 +80,17 @@ build: ## Build the manager and the kubectl-sbs CLI.
 	go build -o bin/manager ./cmd/manager
 	go build -o bin/kubectl-sbs ./cmd/kubectl-sbs
 
+.PHONY: install-plugin
+install-plugin: ## Install kubectl-sbs with go install (into $GOPATH/bin), so that `kubectl sbs` works if that is on your PATH.
+	go install ./cmd/kubectl-sbs
+	@echo "installed $$(go env GOPATH)/bin/kubectl-sbs; kubectl sbs needs that directory on your PATH"
+
 .PHONY: run
-run: manifests generate ## Run the controller against the cluster in your kubeconfig, without webhooks (install the CRD first: make install).
-	go run ./cmd/manager --leader-elect=false --enable-webhooks=false --metrics-bind-address=127.0.0.1:8080 --health-probe-bind-address=127.0.0.1:8081
+run: manifests generate ## Run the controller alone against your kubeconfig's cluster, with no admission webhooks: claims are not atomic and agents are held to no rule. For development (make install first).
+	go run ./cmd/manager --leader-elect=false --enable-webhooks=false --metrics-bind-address=127.0.0.1:9080 --health-probe-bind-address=127.0.0.1:9081
 
 .PHONY: up
-up: ## Run the whole system locally: control plane, simulated nodes, the operator and the seed's demo pool.
+up: ## Run the whole system locally: a control plane, simulated nodes, the operator and a demo pool of 10 warm sandboxes.
 	test/local/demo.sh
 
 .PHONY: down

@@ -7,7 +7,8 @@ import (
 )
 
 // PersistentContent is something the sandbox runtime keeps across
-// hibernation and wake-up.
+// hibernation and wake-up: ip (the Pod's IP address), memory (the
+// processes' memory) or filesystem (the container's writable layer).
 // +kubebuilder:validation:Enum=ip;memory;filesystem
 type PersistentContent string
 
@@ -20,20 +21,29 @@ const (
 // SandboxSetSpec is the desired warm pool.
 type SandboxSetSpec struct {
 	// Replicas is the size of the warm pool: creating plus available
-	// sandboxes. Claimed sandboxes leave the pool and do not count.
-	// +kubebuilder:validation:Minimum=0
+	// sandboxes. Claimed sandboxes leave the pool and do not count. At most
+	// the operator's ceiling (manager flag --max-replicas, 5000 by default).
+	// Defaults to 1. Negative values are refused by the API server's scale
+	// subresource check; a schema minimum would only say so a second time.
 	// +kubebuilder:default=1
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// PersistentContents is what the runtime preserves across hibernation
-	// and wake-up, each at most once.
+	// PersistentContents lists what the sandbox runtime keeps when it
+	// hibernates a sandbox and wakes it up, each value at most once. Every
+	// Pod of the pool carries them as the annotation
+	// agents.kruise.io/persistent-contents (e.g. "ip,memory"), which is the
+	// contract with the runtime: the runtime reads it, the operator only
+	// stamps it.
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=3
 	// +optional
 	PersistentContents []PersistentContent `json:"persistentContents,omitempty"`
 
-	// Template is the Pod every sandbox of the pool is created from.
+	// Template is the Pod every sandbox of the pool is created from: a full
+	// PodTemplateSpec (kubectl explain pod documents its fields). Its
+	// restartPolicy must be Always, and its labels and annotations may not
+	// use the agents.kruise.io/ prefix, which the operator owns.
 	// +required
 	Template corev1.PodTemplateSpec `json:"template"`
 
@@ -44,7 +54,8 @@ type SandboxSetSpec struct {
 	// +optional
 	ClaimLifetime *ClaimLifetime `json:"claimLifetime,omitempty"`
 
-	// UpdateStrategy says how warm sandboxes move to a new template.
+	// UpdateStrategy says how warm sandboxes move to a new template;
+	// claimed sandboxes never do.
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitzero"`
@@ -79,10 +90,10 @@ type ClaimLifetime struct {
 type SandboxSetUpdateStrategy struct {
 	// MaxUnavailable is how many warm sandboxes, as a number or a percentage
 	// of replicas (rounded up), may be unavailable while old ones are
-	// replaced. At least one is always allowed. Claimed sandboxes are never
-	// replaced.
+	// replaced: a whole number of Pods, or a percentage from 0% to 100%
+	// (the admission webhook checks it). At least one is always allowed.
+	// Claimed sandboxes are never replaced. Defaults to 25%.
 	// +kubebuilder:validation:XIntOrString
-	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="must be a non-negative integer or a percentage from 0% to 100%"
 	// +kubebuilder:default="25%"
 	// +optional
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
@@ -150,13 +161,14 @@ const (
 // +kubebuilder:resource:shortName=sbs,categories=all
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
-// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 57",message="must be at most 57 characters: it is a label value on every Pod and, with a 6-character suffix, each Pod's name"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=".status.replicas"
 // +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=".status.availableReplicas"
 // +kubebuilder:printcolumn:name="UpdateRevision",type=string,JSONPath=".status.updateRevision"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=".metadata.creationTimestamp"
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=".spec.replicas",priority=1
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=".status.updatedReplicas",priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 type SandboxSet struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
