@@ -68,26 +68,42 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 	byManager := req.UserInfo.Username == w.ManagerUsername
 	switch req.Operation {
 	case admissionv1.Create:
-		return w.admitCreate(ctx, pod, req.UserInfo.Username, byManager)
+		err := w.admitCreate(ctx, pod, req.UserInfo.Username, byManager)
+		if pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" {
+			countClaim(pod, "cold", err)
+		}
+		return err
 	case admissionv1.Update:
 		oldPod := &corev1.Pod{}
 		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
 			return apierrors.NewBadRequest(fmt.Sprintf("decoding the Pod being updated: %v", err))
 		}
-		now := w.now()
-		claim, err := admitPoolPodUpdate(oldPod, pod, requester{username: req.UserInfo.Username, manager: byManager}, now)
-		if err != nil || !claim {
-			return err
+		claiming := pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" &&
+			pod.Labels[agentsv1alpha1.LabelClaimedBy] != oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
+		err := w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager)
+		if claiming {
+			countClaim(pod, "warm", err)
 		}
-		lifetime, err := w.claimLifetime(ctx, pod)
-		if err != nil {
-			return err
-		}
-		if err := invalid(podKind, pod.Name, completeClaim(pod, now, req.UserInfo.Username, lifetime)); err != nil {
-			return err
-		}
-		ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
+		return err
 	}
+	return nil
+}
+
+// admitUpdate judges an update and completes a claim in the same write.
+func (w *PodWebhook) admitUpdate(ctx context.Context, oldPod, pod *corev1.Pod, username string, byManager bool) error {
+	now := w.now()
+	claim, err := admitPoolPodUpdate(oldPod, pod, requester{username: username, manager: byManager}, now)
+	if err != nil || !claim {
+		return err
+	}
+	lifetime, err := w.claimLifetime(ctx, pod)
+	if err != nil {
+		return err
+	}
+	if err := invalid(podKind, pod.Name, completeClaim(pod, now, username, lifetime)); err != nil {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
 	return nil
 }
 

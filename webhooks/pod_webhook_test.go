@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,6 +67,21 @@ var _ = Describe("Pool Pod admission", func() {
 				HaveField("Note", ContainSubstring("Sandbox %s claimed by agent-1", pod.Name)),
 			)))
 		}, timeout, interval).Should(Succeed())
+	})
+
+	It("counts each claim it judges, by kind and result", func(ctx SpecContext) {
+		pool := warmPool(ctx, ns, 2)
+		count := func(result string) float64 {
+			return testutil.ToFloat64(claimAdmissions.WithLabelValues(ns, "demo", "warm", result))
+		}
+		_, err := claimAs(ctx, agent, &pool[0], "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		_, err = claimAs(ctx, agent, &pool[0], "agent-2")
+		Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+		Expect(kubelet.SetReady(ctx, adminClient, &pool[1], false)).To(Succeed())
+		_, err = claimAs(ctx, agent, &pool[1], "agent-2")
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect([]float64{count("admitted"), count("lost"), count("refused")}).To(Equal([]float64{1, 1, 1}))
 	})
 
 	It("refuses to claim a Pod that is still creating", func(ctx SpecContext) {

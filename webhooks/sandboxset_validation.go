@@ -34,8 +34,11 @@ var supportedContents = []string{
 // not grow it.
 func validateSandboxSet(sbs, old *agentsv1alpha1.SandboxSet, maxReplicas int32) field.ErrorList {
 	var errs field.ErrorList
+	// The webhook, not the schema: a CRD's schema cannot point a rule at
+	// metadata.name, and a rule on the whole object reports no field.
 	if len(sbs.Name) > MaxNameLength {
-		errs = append(errs, field.TooLong(field.NewPath("metadata", "name"), sbs.Name, MaxNameLength))
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), sbs.Name, fmt.Sprintf(
+			"must be at most %d characters: it is a label value on every Pod and, with a 6-character suffix, each Pod's name", MaxNameLength)))
 	}
 	spec := field.NewPath("spec")
 	var oldReplicas *int32

@@ -110,13 +110,36 @@ func (v *scaleValidator) Handle(_ context.Context, req admission.Request) admiss
 	return admission.Allowed("")
 }
 
+// tolerantDefaulter defaults SandboxSets it can decode and lets the others
+// through unchanged. Mutating admission runs before the API server checks
+// the schema, so a value of the wrong type (replicas: "three", or image: y,
+// which YAML reads as true) reaches it first; refusing it here would say
+// "json: cannot unmarshal…", where the schema names the field and what it
+// wants. The typed form cannot let a request pass undecoded; hence a plain
+// handler.
+type tolerantDefaulter struct {
+	defaulter admission.Handler
+	decoder   admission.Decoder
+}
+
+func (d *tolerantDefaulter) Handle(ctx context.Context, req admission.Request) admission.Response {
+	if err := d.decoder.DecodeRaw(req.Object, &agentsv1alpha1.SandboxSet{}); err != nil {
+		return admission.Allowed("not a decodable SandboxSet: the schema refuses it, naming the field")
+	}
+	return d.defaulter.Handle(ctx, req)
+}
+
 // SetupWithManager registers the SandboxSet webhooks.
 func (w *SandboxSetWebhook) SetupWithManager(mgr ctrl.Manager) error {
-	mgr.GetWebhookServer().Register("/validate-agents-kruise-io-v1alpha1-sandboxset-scale", &webhook.Admission{
-		Handler: &scaleValidator{maxReplicas: w.MaxReplicas, decoder: admission.NewDecoder(mgr.GetScheme())},
+	decoder := admission.NewDecoder(mgr.GetScheme())
+	server := mgr.GetWebhookServer()
+	server.Register("/validate-agents-kruise-io-v1alpha1-sandboxset-scale", &webhook.Admission{
+		Handler: &scaleValidator{maxReplicas: w.MaxReplicas, decoder: decoder},
+	})
+	server.Register("/mutate-agents-kruise-io-v1alpha1-sandboxset", &webhook.Admission{
+		Handler: &tolerantDefaulter{defaulter: admission.WithDefaulter(mgr.GetScheme(), w), decoder: decoder},
 	})
 	return ctrl.NewWebhookManagedBy(mgr, &agentsv1alpha1.SandboxSet{}).
-		WithDefaulter(w).
 		WithValidator(w).
 		Complete()
 }

@@ -55,12 +55,12 @@ var _ = Describe("SandboxSet admission", func() {
 		Entry("more replicas than the ceiling", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](testMaxReplicas + 1) },
 			"spec.replicas", "must be at most 100"),
 		Entry("negative replicas", func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](-1) },
-			"spec.replicas", "greater than or equal to 0"),
+			".spec.replicas", "should be a non-negative integer"),
 		Entry("an unknown persistent content", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"gpu"}
 		}, "spec.persistentContents[0]", `supported values: "ip", "memory", "filesystem"`),
 		Entry("a name too long for its Pods", func(s *agentsv1alpha1.SandboxSet) { s.Name = strings.Repeat("a", 58) },
-			"SandboxSet.agents.kruise.io", "must be at most 57 characters"),
+			"metadata.name", "must be at most 57 characters"),
 		Entry("an invalid maxUnavailable", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.UpdateStrategy.MaxUnavailable = ptr.To(intstr.FromString("half"))
 		}, "spec.updateStrategy.maxUnavailable", "percentage"),

@@ -45,7 +45,7 @@ func TestValidateSandboxSetErrors(t *testing.T) {
 	}{
 		{name: "valid", mutate: func(*agentsv1alpha1.SandboxSet) {}},
 		{name: "a name too long", mutate: func(s *agentsv1alpha1.SandboxSet) { s.Name = strings.Repeat("a", 58) },
-			want: field.ErrorList{field.TooLong(field.NewPath("metadata", "name"), "", MaxNameLength)}},
+			want: field.ErrorList{field.Invalid(field.NewPath("metadata", "name"), nil, "")}},
 		{name: "negative replicas", mutate: func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](-1) },
 			want: field.ErrorList{field.Invalid(spec.Child("replicas"), nil, "")}},
 		{name: "above the ceiling", mutate: func(s *agentsv1alpha1.SandboxSet) { s.Spec.Replicas = ptr.To[int32](11) },
@@ -178,13 +178,19 @@ func TestPoolPodUpdateErrors(t *testing.T) {
 			change: func(p *corev1.Pod) { p.Labels[agentsv1alpha1.LabelState] = "available" },
 			want:   field.ErrorList{field.Forbidden(labels.Key(agentsv1alpha1.LabelState), "")}},
 		{name: "a renewal", old: held, who: agent,
-			change: func(p *corev1.Pod) { p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(30 * time.Minute)) }},
+			change: func(p *corev1.Pod) {
+				p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(30 * time.Minute))
+			}},
 		{name: "a renewal past the maximum", old: held, who: agent,
-			change: func(p *corev1.Pod) { p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(2 * time.Hour)) },
-			want:   field.ErrorList{field.Invalid(shutdown, nil, "")}},
+			change: func(p *corev1.Pod) {
+				p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(2 * time.Hour))
+			},
+			want: field.ErrorList{field.Invalid(shutdown, nil, "")}},
 		{name: "a past shutdown time", old: held, who: agent,
-			change: func(p *corev1.Pod) { p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(-time.Minute)) },
-			want:   field.ErrorList{field.Invalid(shutdown, nil, "")}},
+			change: func(p *corev1.Pod) {
+				p.Annotations[agentsv1alpha1.AnnotationShutdownTime] = agentsv1alpha1.FormatShutdownTime(now.Add(-time.Minute))
+			},
+			want: field.ErrorList{field.Invalid(shutdown, nil, "")}},
 		{name: "a removed shutdown time", old: held, who: agent,
 			change: func(p *corev1.Pod) { delete(p.Annotations, agentsv1alpha1.AnnotationShutdownTime) },
 			want:   field.ErrorList{field.Required(shutdown, "")}},
