@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/util/workqueue"
 )
 
 // expectations remembers, per SandboxSet, the Pods this manager has asked the
@@ -23,6 +24,10 @@ import (
 type expectations struct {
 	ttl time.Duration
 	now func() time.Time
+	// refusals spaces a pool's creations after the API server refuses them.
+	// Pod events wake a pool at any time, so the workqueue's own backoff,
+	// which only delays requeues of failed passes, cannot do it.
+	refusals workqueue.TypedRateLimiter[types.NamespacedName]
 
 	mu    sync.Mutex
 	pools map[types.NamespacedName]*pending
@@ -31,14 +36,20 @@ type expectations struct {
 type pending struct {
 	creates map[string]time.Time
 	deletes map[types.UID]time.Time
-	// refused says the API server refused the last creation: the next pass
-	// probes with one. Kept here, not read back from the status in a cache
-	// that may lag.
-	refused bool
+	// refusal is the API server's last refusal of a creation, and retryAt
+	// the earliest time the pool may try again, with one probe. Kept here,
+	// not read back from the status in a cache that may lag.
+	refusal error
+	retryAt time.Time
 }
 
-func newExpectations(ttl time.Duration) *expectations {
-	return &expectations{ttl: ttl, now: time.Now, pools: map[types.NamespacedName]*pending{}}
+func newExpectations(ttl, firstRetry, maxRetry time.Duration) *expectations {
+	return &expectations{
+		ttl:      ttl,
+		now:      time.Now,
+		refusals: workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](firstRetry, maxRetry),
+		pools:    map[types.NamespacedName]*pending{},
+	}
 }
 
 func (e *expectations) pool(key types.NamespacedName) *pending {
@@ -81,19 +92,31 @@ func (e *expectations) deletionFailed(key types.NamespacedName, uid types.UID) {
 	delete(e.pool(key).deletes, uid)
 }
 
-// creationsRefused records whether the API server refused the last creation.
-func (e *expectations) creationsRefused(key types.NamespacedName, refused bool) {
+// creationsDone records how the last creation pass ended. A refusal doubles
+// the time until the pool may create again; a success ends the backoff.
+func (e *expectations) creationsDone(key types.NamespacedName, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.pool(key).refused = refused
+	p := e.pool(key)
+	p.refusal = err
+	if err == nil {
+		e.refusals.Forget(key)
+		p.retryAt = time.Time{}
+		return
+	}
+	p.retryAt = e.now().Add(e.refusals.When(key))
 }
 
-// lastCreationRefused says whether the last creation pass ended refused.
-func (e *expectations) lastCreationRefused(key types.NamespacedName) bool {
+// creationBackoff returns how long the pool must still wait before it
+// probes again, and the refusal that ended its last creation pass, if any.
+func (e *expectations) creationBackoff(key types.NamespacedName) (time.Duration, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p, ok := e.pools[key]
-	return ok && p.refused
+	if !ok || p.refusal == nil {
+		return 0, nil
+	}
+	return max(p.retryAt.Sub(e.now()), 0), p.refusal
 }
 
 // observe settles the expectations the cached Pods confirm, expires old ones,
@@ -137,4 +160,5 @@ func (e *expectations) forget(key types.NamespacedName) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.pools, key)
+	e.refusals.Forget(key)
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 func TestExpectations(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
 	now := time.Unix(1_000_000, 0)
-	e := newExpectations(time.Minute)
+	e := newExpectations(time.Minute, time.Second, 4*time.Second)
 	e.now = func() time.Time { return now }
 	cached := func(names ...string) []*corev1.Pod {
 		var pods []*corev1.Pod
@@ -52,16 +53,34 @@ func TestExpectations(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	check("an unconfirmed creation and deletion expire instead of stalling the pool, and are counted", cached("b"), nil, nil, 2)
 
-	e.creationsRefused(key, true)
-	if !e.lastCreationRefused(key) {
-		t.Error("a refused creation pass is remembered")
+	refused := errors.New("exceeded quota")
+	backoff := func(step string, wantWait time.Duration, wantRefusal error) {
+		t.Helper()
+		wait, refusal := e.creationBackoff(key)
+		if wait != wantWait || !errors.Is(refusal, wantRefusal) {
+			t.Errorf("%s: backoff %v with refusal %v, want %v with %v", step, wait, refusal, wantWait, wantRefusal)
+		}
 	}
+	backoff("never refused", 0, nil)
+	e.creationsDone(key, refused)
+	backoff("refused once", time.Second, refused)
+	now = now.Add(time.Second)
+	backoff("waited out: the next pass probes", 0, refused)
+	for _, want := range []time.Duration{2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		e.creationsDone(key, refused)
+		backoff("refused again: the wait doubles, up to its maximum", want, refused)
+	}
+	e.creationsDone(key, nil)
+	backoff("a creation succeeded", 0, nil)
+	e.creationsDone(key, refused)
+	backoff("refused after a success: the wait starts over", time.Second, refused)
+
 	e.expectCreations(key, []string{"x"})
 	e.forget(key)
 	check("forgotten with the SandboxSet", nil, nil, nil)
-	if e.lastCreationRefused(key) {
-		t.Error("forgetting a SandboxSet forgets its refusals")
-	}
+	backoff("forgetting a SandboxSet forgets its refusals", 0, nil)
+	e.creationsDone(key, refused)
+	backoff("a SandboxSet made again under the same name starts over", time.Second, refused)
 }
 
 func TestRefillClock(t *testing.T) {

@@ -26,6 +26,13 @@ type podEventHandler struct {
 type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 
 func (h *podEventHandler) Create(_ context.Context, e event.TypedCreateEvent[client.Object], q queue) {
+	// A Pod created already claimed, after the manager started, is a cold
+	// claim: count it like any claim.
+	if pod, ok := e.Object.(*corev1.Pod); ok && !e.IsInInitialList && agentsv1alpha1.IsClaimed(pod) {
+		key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Labels[agentsv1alpha1.LabelSandboxSet]}
+		h.refills.claimedCold(key, claim{pod: pod.Name, agent: pod.Labels[agentsv1alpha1.LabelClaimedBy], at: claimTime(pod)})
+		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()
+	}
 	enqueuePool(e.Object, q)
 }
 

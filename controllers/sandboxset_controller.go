@@ -42,6 +42,13 @@ type Options struct {
 	ExpectationTTL time.Duration
 }
 
+// A failed pass, and a pool whose creations were refused, retries after
+// firstRetry, doubling up to maxRetry.
+const (
+	firstRetry = 100 * time.Millisecond
+	maxRetry   = 30 * time.Second
+)
+
 // SandboxSetReconciler keeps each SandboxSet's warm pool full.
 type SandboxSetReconciler struct {
 	client.Client
@@ -88,6 +95,10 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	p := classify(sbs.UID, pods, pendingDeletes)
 	p.pendingCreates = pendingCreates.Len()
 
+	for _, cold := range r.refills.takeCold(req.NamespacedName) {
+		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SandboxClaimed", "ClaimCold",
+			"Sandbox %s claimed by %s, created cold from the template: the pool had none available", cold.pod, cold.agent)
+	}
 	// Claimed Pods are released even while the SandboxSet is being deleted:
 	// that is what keeps the garbage collector off them.
 	errs := []error{r.releaseClaimed(ctx, sbs, p.claimed)}
@@ -101,10 +112,15 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	revision := sbs.Spec.Revision()
 	replicas := sbs.Spec.DesiredReplicas()
 	todo := computePlan(p, replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, replicas), revision)
-	if r.expectations.lastCreationRefused(req.NamespacedName) {
-		// The last pass was refused (quota, admission): probe with one
-		// creation rather than spend the whole batch on refusals. Its Pod's
-		// event wakes the next pass, which goes wide again.
+	// After a refusal (quota, admission) the pool waits out its backoff,
+	// then probes with one creation rather than spend a batch on refusals.
+	// The probe's Pod event wakes the next pass, which goes wide again.
+	retryIn, refusal := r.expectations.creationBackoff(req.NamespacedName)
+	deferred := refusal != nil && retryIn > 0 && todo.create > 0
+	switch {
+	case deferred:
+		todo.create = 0
+	case refusal != nil:
 		todo.create = min(todo.create, 1)
 	}
 	// Relabel first: a Pod that just became Ready is claimable only once its
@@ -113,28 +129,38 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	errs = append(errs, r.relabelPods(ctx, todo.relabel))
 	created, createErr := r.createPods(ctx, sbs, revision, todo.create)
 	if todo.create > 0 {
-		r.expectations.creationsRefused(req.NamespacedName, createErr != nil)
+		r.expectations.creationsDone(req.NamespacedName, createErr)
 	}
 	log.V(1).Info("Planned the pool", "create", todo.create, "delete", len(todo.delete), "relabel", len(todo.relabel),
-		"pendingCreates", pendingCreates.Len(), "pendingDeletes", len(pendingDeletes), "orphans", len(p.orphans), "releasing", len(p.claimed))
+		"pendingCreates", pendingCreates.Len(), "pendingDeletes", len(pendingDeletes), "orphans", len(p.orphans), "releasing", len(p.claimed),
+		"creationsDeferredFor", retryIn)
 	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete))
 
 	// The status reflects this pass's writes: deleted Pods are gone, created
-	// ones are creating, relabelled ones carry their new state.
+	// ones are creating, relabelled ones carry their new state. A deferred
+	// pass still reports the refusal it waits out.
 	p.active = withoutPods(p.active, todo.delete)
 	p.pendingCreates += created
 	err = kerrors.NewAggregate(errs)
-	if statusErr := r.updateStatus(ctx, sbs, p, revision, createErr, err == nil); statusErr != nil {
+	failure := createErr
+	if deferred {
+		failure = refusal
+	}
+	if statusErr := r.updateStatus(ctx, sbs, p, revision, failure, err == nil && !deferred); statusErr != nil {
 		return ctrl.Result{}, kerrors.NewAggregate([]error{err, statusErr})
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var requeue time.Duration
 	if p.pendingCreates > 0 || len(pendingDeletes) > 0 {
 		// Nothing else may wake this pool if an expectation is never met.
-		return ctrl.Result{RequeueAfter: r.Options.ExpectationTTL}, nil
+		requeue = r.Options.ExpectationTTL
 	}
-	return ctrl.Result{}, nil
+	if deferred && (requeue == 0 || retryIn < requeue) {
+		requeue = retryIn
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // listPods returns the pool's Pods as the cache holds them, not copies: a
@@ -310,7 +336,7 @@ func (r *SandboxSetReconciler) releaseClaimed(ctx context.Context, sbs *agentsv1
 			return fmt.Errorf("releasing claimed Pod %s: %w", pod.Name, err)
 		}
 		ctrl.LoggerFrom(ctx).Info("Released a claimed Pod from the pool", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
-		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxReleased", "Release",
+		r.Recorder.Eventf(sbs, pod, corev1.EventTypeNormal, "SandboxLeftPool", "Release",
 			"Sandbox %s claimed by %s left the pool", pod.Name, pod.Labels[agentsv1alpha1.LabelClaimedBy])
 		return nil
 	})
@@ -420,14 +446,14 @@ func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.Options.Workers,
 			// Failed passes back off per SandboxSet; healthy ones never wait.
-			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 30*time.Second),
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](firstRetry, maxRetry),
 		}).
 		Complete(r)
 }
 
 // prepare sets up the reconciler's own state over a cache of pool Pods.
 func (r *SandboxSetReconciler) prepare(ctx context.Context, c cache.Cache) error {
-	r.expectations = newExpectations(r.Options.ExpectationTTL)
+	r.expectations = newExpectations(r.Options.ExpectationTTL, firstRetry, maxRetry)
 	r.refills = newRefillClock()
 	r.statusWrites = &statusWrites{versions: map[types.NamespacedName]string{}}
 	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +76,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 			g.Expect(pod.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelSandboxSet, "demo"), "kept for traceability")
 		}, timeout, interval).Should(Succeed())
 
+		expectEvent(ctx, sbs, "SandboxLeftPool", fmt.Sprintf("Sandbox %s claimed by agent-1 left the pool", claimed.Name))
+
 		By("stage 3: a replacement is creating at once; 3 replicas, 2 available")
 		expectPool(ctx, sbs, 3, 2)
 		Expect(podsOf(ctx, Default, sbs, agentsv1alpha1.StateCreating)).To(HaveLen(1))
@@ -91,19 +94,61 @@ var _ = Describe("SandboxSet warm pool", func() {
 		}, holdFor, interval).Should(Succeed())
 	})
 
-	It("shows the seed's columns in kubectl get sbs", func(ctx SpecContext) {
+	It("shows the seed's columns in kubectl get sbs, and readiness in -o wide", func(ctx SpecContext) {
+		get := func(args ...string) [][]string {
+			out := kubectl(ctx, append([]string{"get", "sbs", "-n", ns}, args...)...)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			Expect(lines).To(HaveLen(2), out)
+			return [][]string{strings.Fields(lines[0]), strings.Fields(lines[1])}
+		}
 		create(ctx, 2)
-		makeReadyWhenCreated(ctx, sbs, 2)
-		expectPool(ctx, sbs, 2, 2)
+		expectPool(ctx, sbs, 2, 0)
 		got := &agentsv1alpha1.SandboxSet{}
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+		table := get()
+		Expect(table[1][:4]).To(Equal([]string{"demo", "2", "0", got.Status.UpdateRevision}), "0 available, not blank")
+		Expect(get("-o", "wide")[1][5:]).To(Equal([]string{"2", "2", "False", agentsv1alpha1.ReasonSandboxesCreating}), "desired, updated, ready, reason")
 
-		out := kubectl(ctx, "get", "sbs", "-n", ns)
-		lines := strings.Split(strings.TrimSpace(out), "\n")
-		Expect(lines).To(HaveLen(2), out)
-		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE"}))
-		Expect(strings.Fields(lines[1])[:4]).To(Equal([]string{"demo", "2", "2", got.Status.UpdateRevision}))
+		makeReady(ctx, sbs)
+		expectPool(ctx, sbs, 2, 2)
+		table = get()
+		Expect(table[0]).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE"}))
+		Expect(table[1][:4]).To(Equal([]string{"demo", "2", "2", got.Status.UpdateRevision}))
 		Expect(got.Status.UpdateRevision).To(MatchRegexp(`^[a-z0-9]{6,10}$`), "a short hash like pod-template-hash")
+		Eventually(func(g Gomega) {
+			wide := get("-o", "wide")
+			g.Expect(wide[0]).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE", "DESIRED", "UPDATED", "READY", "REASON"}))
+			g.Expect(wide[1][5:]).To(Equal([]string{"2", "2", "True", agentsv1alpha1.ReasonPoolReady}))
+		}, timeout, interval).Should(Succeed())
+	})
+
+	It("counts a sandbox created already claimed as a cold claim, and leaves the pool as it was", func(ctx SpecContext) {
+		create(ctx, 1)
+		makeReadyWhenCreated(ctx, sbs, 1)
+		expectPool(ctx, sbs, 1, 1)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+		claims := func() float64 {
+			return counterValue("sandboxset_claims_total", map[string]string{"namespace": ns, "sandboxset": "demo"})
+		}
+		Expect(claims()).To(BeZero())
+
+		cold := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "demo-cold1", Labels: map[string]string{
+				agentsv1alpha1.LabelSandboxSet: "demo",
+				agentsv1alpha1.LabelState:      string(agentsv1alpha1.StateClaimed),
+				agentsv1alpha1.LabelClaimedBy:  "agent-9",
+				agentsv1alpha1.LabelRevision:   sbs.Status.UpdateRevision,
+			}},
+			Spec: sbs.Spec.Template.Spec,
+		}
+		Expect(k8sClient.Create(ctx, cold)).To(Succeed())
+		expectEvent(ctx, sbs, "SandboxClaimed", "Sandbox demo-cold1 claimed by agent-9, created cold from the template: the pool had none available")
+		Expect(claims()).To(Equal(1.0))
+		Consistently(func(g Gomega) {
+			g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(1), "a cold claim takes nothing from the pool")
+			g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateCreating)).To(BeEmpty(), "and adds nothing to it")
+		}, holdFor, interval).Should(Succeed())
+		creation.expectExactly(2)
 	})
 
 	It("scales up and down through the scale subresource, creating Pods first to go, then the newest", func(ctx SpecContext) {
@@ -244,7 +289,13 @@ var _ = Describe("SandboxSet warm pool", func() {
 		By("backing off: after 3 refusals, at most 4 more in 5 s")
 		Eventually(func() float64 { return refused() - base }, timeout, interval).Should(BeNumerically(">=", 3), "refused creations counted")
 		before := refused()
-		Consistently(func() float64 { return refused() - before }, 5*time.Second, interval).Should(BeNumerically("<=", 4), "a backoff, not a hot loop")
+		Consistently(func(g Gomega) {
+			g.Expect(refused()-before).To(BeNumerically("<=", 4), "a backoff, not a hot loop")
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)).To(BeTrue(),
+				"the passes that wait out the backoff keep reporting the refusal")
+		}, 5*time.Second, interval).Should(Succeed())
 
 		setPodQuota(ctx, ns, quota, 3)
 		makeReadyWhenCreated(ctx, sbs, 3)
@@ -420,13 +471,6 @@ var _ = Describe("The SandboxSet schema", func() {
 		Entry("repeated persistent content", func(s *agentsv1alpha1.SandboxSet) {
 			s.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"ip", "ip"}
 		}, "spec.persistentContents[1]"),
-		Entry("a bad maxUnavailable", func(s *agentsv1alpha1.SandboxSet) {
-			v := intstr.FromString("150%")
-			s.Spec.UpdateStrategy.MaxUnavailable = &v
-		}, "spec.updateStrategy.maxUnavailable"),
-		Entry("a name too long for its Pods", func(s *agentsv1alpha1.SandboxSet) {
-			s.Name = strings.Repeat("a", 58)
-		}, "must be at most 57 characters"),
 	)
 
 	It("defaults replicas and maxUnavailable", func(ctx SpecContext) {

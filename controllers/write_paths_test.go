@@ -32,6 +32,9 @@ var _ = Describe("Write paths", Serial, func() {
 	var (
 		ns  string
 		sbs *agentsv1alpha1.SandboxSet
+		// freezeCache stops the last syncReconciler's cache: it keeps
+		// answering, with what it had seen, as a lagging cache does.
+		freezeCache func()
 	)
 	BeforeEach(func(ctx SpecContext) {
 		stopManager()
@@ -47,6 +50,7 @@ var _ = Describe("Write paths", Serial, func() {
 		Expect(err).NotTo(HaveOccurred())
 		cacheCtx, stop := context.WithCancel(context.Background())
 		DeferCleanup(stop)
+		freezeCache = stop
 		r := &SandboxSetReconciler{
 			Client:    interceptor.NewClient(k8sClient, funcs),
 			APIReader: k8sClient,
@@ -76,6 +80,16 @@ var _ = Describe("Write paths", Serial, func() {
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
 	}
 
+	// scaledDownPool fills a pool of from Pods, then scales it to to.
+	scaledDownPool := func(ctx context.Context, from, to int32) {
+		GinkgoHelper()
+		newPool(ctx, from)
+		plain := syncReconciler(ctx, interceptor.Funcs{})
+		reconcileUntil(ctx, plain, func(g Gomega) { g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(int(from))) })
+		scaleTo(ctx, sbs, to)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+	}
+
 	It("renames a Pod whose random name is taken, and creates exactly the pool", func(ctx SpecContext) {
 		newPool(ctx, 5)
 		creation := countCreations(ctx, ns)
@@ -92,12 +106,39 @@ var _ = Describe("Write paths", Serial, func() {
 		creation.expectExactly(5)
 	})
 
+	It("counts the creations its cache has not shown yet, and sends none twice", func(ctx SpecContext) {
+		newPool(ctx, 5)
+		creation := countCreations(ctx, ns)
+		DeferCleanup(creation.Stop)
+		r := syncReconciler(ctx, interceptor.Funcs{})
+		freezeCache()
+		for range 3 {
+			_, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(sbs)})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		creation.expectExactly(5)
+	})
+
+	It("never deletes a Pod claimed between its decision and its delete", func(ctx SpecContext) {
+		scaledDownPool(ctx, 2, 1)
+
+		var claimed string
+		r := syncReconciler(ctx, interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			if claimed == "" {
+				claimed = obj.GetName()
+				pod := getPod(ctx, Default, ns, claimed)
+				claimPod(ctx, pod, "agent-1")
+			}
+			return c.Delete(ctx, obj, opts...)
+		}})
+		_, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(sbs)})
+		Expect(err).NotTo(HaveOccurred(), "a conflicting delete is decided again, not an error")
+		Expect(claimed).NotTo(BeEmpty(), "the scale-down chose a Pod")
+		Expect(getPod(ctx, Default, ns, claimed).Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"), "the claimed Pod is still there")
+	})
+
 	It("decides again when a Pod changed before its deletion", func(ctx SpecContext) {
-		newPool(ctx, 3)
-		plain := syncReconciler(ctx, interceptor.Funcs{})
-		reconcileUntil(ctx, plain, func(g Gomega) { g.Expect(podsOf(ctx, g, sbs)).To(HaveLen(3)) })
-		scaleTo(ctx, sbs, 1)
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+		scaledDownPool(ctx, 3, 1)
 
 		var conflicts atomic.Int32
 		r := syncReconciler(ctx, interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
@@ -195,11 +236,26 @@ var _ = Describe("Write paths", Serial, func() {
 		calls = 0
 		mu.Unlock()
 		Expect(first).To(BeNumerically("<=", 8), "after the first refusal no new creation is sent")
-		_, err = r.Reconcile(ctx, request)
-		Expect(err).To(HaveOccurred())
+
+		By("a pass inside the backoff, as a Pod event wakes it, sends nothing")
+		result, err := r.Reconcile(ctx, request)
+		Expect(err).NotTo(HaveOccurred(), "waiting out a backoff is no failure")
+		Expect(result.RequeueAfter).To(And(BeNumerically(">", 0), BeNumerically("<=", 100*time.Millisecond)),
+			"the pass asks to come back when the backoff ends")
+		mu.Lock()
+		Expect(calls).To(BeZero(), "no creation inside the backoff")
+		mu.Unlock()
+
+		By("the first pass after it probes with one creation")
+		Eventually(func() int {
+			_, _ = r.Reconcile(ctx, request)
+			mu.Lock()
+			defer mu.Unlock()
+			return calls
+		}, timeout, 20*time.Millisecond).ShouldNot(BeZero())
 		mu.Lock()
 		defer mu.Unlock()
-		Expect(calls).To(Equal(1), "the next pass probes with one creation")
+		Expect(calls).To(Equal(1), "the probe is one creation")
 	})
 
 	Describe("adopting orphans", func() {
