@@ -100,17 +100,19 @@ func (c *Client) Claim(ctx context.Context, namespace, sandboxSet, agent string,
 // the same for both.
 func (c *Client) claim(ctx context.Context, namespace, sandboxSet, agent string, opts ClaimOptions,
 	run func(context.Context, *attempt) (*corev1.Pod, error)) (*Sandbox, error) {
-	if agent == "" {
-		return nil, errors.New("an agent id is required: it becomes the sandbox's claimed-by label")
+	if err := checkAgentID(agent); err != nil {
+		return nil, err
 	}
-	if errs := validation.IsValidLabelValue(agent); len(errs) > 0 {
-		return nil, fmt.Errorf("agent id %q must be a valid label value: %s", agent, strings.Join(errs, "; "))
-	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = DefaultMaxAttempts
-	}
-	if opts.TTL < 0 {
+	switch {
+	case opts.MaxAttempts < 0:
+		return nil, fmt.Errorf("MaxAttempts must be at least 1, not %d (0 means %d)", opts.MaxAttempts, DefaultMaxAttempts)
+	case opts.Wait < 0:
+		return nil, fmt.Errorf("a wait must not be negative, not %s", opts.Wait)
+	case opts.TTL < 0:
 		return nil, fmt.Errorf("a TTL must be positive, not %s", opts.TTL)
+	}
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
 	}
 	a := &attempt{Client: c, namespace: namespace, sandboxSet: sandboxSet, agent: agent, opts: opts, start: time.Now()}
 	pod, err := run(ctx, a)
@@ -120,6 +122,17 @@ func (c *Client) claim(ctx context.Context, namespace, sandboxSet, agent string,
 	sbx := sandboxOf(pod)
 	sbx.Cold, sbx.Attempts, sbx.Latency = a.cold, a.claims, time.Since(a.start)
 	return &sbx, nil
+}
+
+// checkAgentID refuses an agent id that cannot be the claimed-by label.
+func checkAgentID(agent string) error {
+	if agent == "" {
+		return errors.New("an agent id is required: it becomes the sandbox's claimed-by label")
+	}
+	if len(validation.IsValidLabelValue(agent)) > 0 {
+		return fmt.Errorf("agent id %q is not usable as a label value: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. agent-1", agent)
+	}
+	return nil
 }
 
 // attempt is one Claim in progress.
@@ -244,6 +257,9 @@ func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error
 		if isRBACRefusal(err) {
 			return nil, apiError(err, "patch", "pods", a.namespace, agentRoleHint)
 		}
+		if unavailable := unavailableError(err); unavailable != nil {
+			return nil, unavailable
+		}
 		return nil, fmt.Errorf("claiming sandbox %s: %w", name, err)
 	}
 	return claimed, nil
@@ -350,14 +366,24 @@ func (a *attempt) whenEmpty(ctx context.Context) (*corev1.Pod, error) {
 	if a.opts.ColdIfEmpty {
 		return a.claimCold(ctx, sbs)
 	}
-	waited := ""
-	if a.opts.Wait > 0 {
-		waited = " after waiting " + a.opts.Wait.String()
+	return nil, &kindError{kind: ErrPoolEmpty, msg: emptyPoolMessage(sbs, a.opts.Wait)}
+}
+
+// emptyPoolMessage says why a pool had nothing to claim, and what can help:
+// waiting only helps a pool that is refilling.
+func emptyPoolMessage(sbs *agentsv1alpha1.SandboxSet, waited time.Duration) string {
+	pool := sbs.Namespace + "/" + sbs.Name
+	if sbs.Spec.DesiredReplicas() == 0 {
+		return fmt.Sprintf("SandboxSet %s is scaled to 0: it keeps no warm sandboxes; scale it up (kubectl scale sbs %s --replicas=N), or claim cold (--cold-if-empty)",
+			pool, sbs.Name)
 	}
 	creating := max(0, sbs.Status.Replicas-sbs.Status.AvailableReplicas)
-	return nil, &kindError{kind: ErrPoolEmpty, msg: fmt.Sprintf(
-		"SandboxSet %s/%s has no available sandbox%s (%d creating); retry, use --wait, or --cold-if-empty",
-		a.namespace, a.sandboxSet, waited, creating)}
+	if waited > 0 {
+		return fmt.Sprintf("SandboxSet %s had no available sandbox after waiting %s (%d creating); wait longer, or claim cold (--cold-if-empty)",
+			pool, waited, creating)
+	}
+	return fmt.Sprintf("SandboxSet %s has no available sandbox (%d creating); retry, wait for one (--wait 30s), or claim cold (--cold-if-empty)",
+		pool, creating)
 }
 
 // claimCold creates a sandbox from the pool's current template, claimed
@@ -391,6 +417,9 @@ func (a *attempt) claimCold(ctx context.Context, sbs *agentsv1alpha1.SandboxSet)
 	}
 	a.claims++
 	if err := a.c.Create(ctx, pod); err != nil {
+		if unavailable := unavailableError(err); unavailable != nil {
+			return nil, unavailable
+		}
 		return nil, apiError(err, "create", "pods", a.namespace,
 			"a cold claim needs create on pods, which the agent Role in config/rbac/agent_role.yaml does not grant")
 	}

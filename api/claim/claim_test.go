@@ -1,10 +1,12 @@
 package claim
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -16,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/kubelet"
@@ -66,6 +69,54 @@ var _ = Describe("Claim", func() {
 		Expect(won).To(Equal(1))
 	})
 
+	Context("when the sandbox it aimed at changes after its list", func() {
+		// racedAgent is the spec's agent, with race run on each claim's
+		// target just before the claim reaches the API server, whose answer
+		// is then real.
+		racedAgent := func(race func(ctx context.Context, pod string, n int32)) (*Client, *atomic.Int32) {
+			GinkgoHelper()
+			c, err := env.UserClient("agent-user")
+			Expect(err).NotTo(HaveOccurred())
+			var patches atomic.Int32
+			return New(interceptor.NewClient(c, interceptor.Funcs{
+				Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+					race(ctx, obj.GetName(), patches.Add(1))
+					return c.Patch(ctx, obj, patch, opts...)
+				},
+			})), &patches
+		}
+		steal := func(ctx context.Context, name string) {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+			patch := []byte(`{"metadata":{"labels":{"` + agentsv1alpha1.LabelClaimedBy + `":"agent-2"}}}`)
+			Expect(admin.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch))).To(Succeed())
+		}
+
+		It("tries another when it was deleted or claimed meanwhile", func(ctx SpecContext) {
+			newPool(ctx, ns, "demo", 3, true)
+			raced, patches := racedAgent(func(ctx context.Context, pod string, n int32) {
+				switch n {
+				case 1:
+					Expect(admin.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod}})).To(Succeed())
+				case 2:
+					steal(ctx, pod)
+				}
+			})
+			sbx, err := raced.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			Expect(sbx.Attempts).To(Equal(3))
+			Expect(patches.Load()).To(Equal(int32(3)))
+		})
+
+		It("sends exactly MaxAttempts claims when each one loses, and says so", func(ctx SpecContext) {
+			newPool(ctx, ns, "demo", 4, true)
+			raced, patches := racedAgent(func(ctx context.Context, pod string, _ int32) { steal(ctx, pod) })
+			_, err := raced.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{MaxAttempts: 2})
+			Expect(err).To(MatchError(ErrLostRaces))
+			Expect(err).To(MatchError(fmt.Sprintf("other agents took each of the 2 sandboxes tried in SandboxSet %s/demo; retry, or raise --max-attempts", ns)))
+			Expect(patches.Load()).To(Equal(int32(2)))
+		})
+	})
+
 	It("waits for a sandbox to become available, and takes it at once", func(ctx SpecContext) {
 		newPool(ctx, ns, "demo", 1, true)
 		first, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
@@ -104,11 +155,36 @@ var _ = Describe("Claim", func() {
 		newPool(ctx, ns, "demo", 2, false)
 		_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
 		Expect(err).To(MatchError(ErrPoolEmpty))
-		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (2 creating); retry, use --wait, or --cold-if-empty", ns)))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (2 creating); retry, wait for one (--wait 30s), or claim cold (--cold-if-empty)", ns)))
 
 		_, err = agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{Wait: 300 * time.Millisecond})
 		Expect(err).To(MatchError(ErrPoolEmpty))
-		Expect(err.Error()).To(ContainSubstring("has no available sandbox after waiting 300ms (2 creating)"))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo had no available sandbox after waiting 300ms (2 creating); wait longer, or claim cold (--cold-if-empty)", ns)))
+	})
+
+	It("says a pool scaled to 0 will not refill, so waiting cannot help", func(ctx SpecContext) {
+		newPool(ctx, ns, "idle", 0, false)
+		for _, opts := range []ClaimOptions{{}, {Wait: 100 * time.Millisecond}} {
+			_, err := agent.Claim(ctx, ns, "idle", "agent-1", opts)
+			Expect(err).To(MatchError(ErrPoolEmpty))
+			Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/idle is scaled to 0: it keeps no warm sandboxes; "+
+				"scale it up (kubectl scale sbs idle --replicas=N), or claim cold (--cold-if-empty)", ns)))
+		}
+	})
+
+	It("refuses options that cannot mean anything, before any call", func(ctx SpecContext) {
+		for opts, want := range map[ClaimOptions]string{
+			{MaxAttempts: -1}:    "MaxAttempts must be at least 1, not -1 (0 means 5)",
+			{Wait: -time.Second}: "a wait must not be negative, not -1s",
+			{TTL: -time.Minute}:  "a TTL must be positive, not -1m0s",
+		} {
+			_, err := agent.Claim(ctx, ns, "nope", "agent-1", opts)
+			Expect(err).To(MatchError(want))
+		}
+		_, err := agent.Claim(ctx, ns, "nope", "agent 1", ClaimOptions{})
+		Expect(err).To(MatchError(`agent id "agent 1" is not usable as a label value: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. agent-1`))
+		_, err = agent.Claim(ctx, ns, "nope", "", ClaimOptions{})
+		Expect(err).To(MatchError("an agent id is required: it becomes the sandbox's claimed-by label"))
 	})
 
 	It("says which right an agent without the agent Role lacks", func(ctx SpecContext) {

@@ -27,6 +27,9 @@ var (
 	// ErrNotHolder: the sandbox is another identity's; only the identity
 	// that claimed it may renew or release it.
 	ErrNotHolder = errors.New("not the sandbox's holder")
+	// ErrOperatorUnavailable: the operator's admission webhook did not
+	// answer. Claims fail closed while it is down; retry once it is back.
+	ErrOperatorUnavailable = errors.New("the SandboxSet operator is unavailable")
 )
 
 // kindError carries a full message for people and one of the Err values
@@ -49,9 +52,17 @@ const agentRoleHint = "an agent needs the Role in config/rbac/agent_role.yaml"
 func apiError(err error, verb, resource, namespace, hint string) error {
 	if isRBACRefusal(err) {
 		return &kindError{kind: ErrForbidden, err: err,
-			msg: fmt.Sprintf("not allowed to %s %s in namespace %s: %v; %s", verb, resource, namespace, err, hint)}
+			msg: fmt.Sprintf("not allowed to %s %s in %s: %v; %s", verb, resource, where(namespace), err, hint)}
 	}
-	return fmt.Errorf("%s %s in namespace %s: %w", verb, resource, namespace, err)
+	return fmt.Errorf("%s %s in %s: %w", verb, resource, where(namespace), err)
+}
+
+// where names a namespace, or all of them for the empty one.
+func where(namespace string) string {
+	if namespace == "" {
+		return "all namespaces"
+	}
+	return "namespace " + namespace
 }
 
 // holderError is err as ErrNotHolder if it is the holder-only rule's
@@ -69,6 +80,16 @@ func holderError(err error, name string) error {
 		return &kindError{kind: ErrNotHolder, err: err, msg: fmt.Sprintf("not allowed to act on sandbox %s: %s", name, msg)}
 	}
 	return nil
+}
+
+// unavailableError is err as ErrOperatorUnavailable if the API server could
+// not call the operator's webhook, or nil.
+func unavailableError(err error) error {
+	if !strings.Contains(err.Error(), "failed calling webhook") {
+		return nil
+	}
+	return &kindError{kind: ErrOperatorUnavailable, err: err, msg: "the SandboxSet operator's admission webhook did not answer, " +
+		"and claims fail closed until it does; check the operator's Pods (kubectl -n sandboxset-system get pods) and retry. The API server said: " + err.Error()}
 }
 
 // isRBACRefusal tells RBAC's Forbidden from an admission policy's: the

@@ -47,7 +47,7 @@ var _ = Describe("Picker", func() {
 		))
 
 		_, err = p.Claim(ctx, "Agent 1", ClaimOptions{})
-		Expect(err).To(MatchError(ContainSubstring(`agent id "Agent 1" must be a valid label value`)))
+		Expect(err).To(MatchError(`agent id "Agent 1" is not usable as a label value: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. agent-1`))
 	})
 
 	It("gives each of 10 sandboxes to exactly one agent, racing through two Pickers and plain Claims", func(ctx SpecContext) {
@@ -83,9 +83,9 @@ var _ = Describe("Picker", func() {
 		p := startPicker(ctx, "demo")
 		_, err := p.Claim(ctx, "agent-1", ClaimOptions{})
 		Expect(err).To(MatchError(ErrPoolEmpty))
-		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (1 creating); retry, use --wait, or --cold-if-empty", ns)))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (1 creating); retry, wait for one (--wait 30s), or claim cold (--cold-if-empty)", ns)))
 		_, err = p.Claim(ctx, "agent-1", ClaimOptions{Wait: 300 * time.Millisecond})
-		Expect(err).To(MatchError(ContainSubstring("has no available sandbox after waiting 300ms (1 creating)")))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo had no available sandbox after waiting 300ms (1 creating); wait longer, or claim cold (--cold-if-empty)", ns)))
 
 		type result struct {
 			sbx *Sandbox

@@ -42,7 +42,11 @@ func poolOf(sbs *agentsv1alpha1.SandboxSet) Pool {
 func (c *Client) List(ctx context.Context, namespace string) ([]Pool, error) {
 	list := &agentsv1alpha1.SandboxSetList{}
 	if err := c.c.List(ctx, list, client.InNamespace(namespace)); err != nil {
-		return nil, apiError(err, "list", "sandboxsets", namespace, agentRoleHint)
+		hint := agentRoleHint
+		if namespace == "" {
+			hint = "listing every namespace needs list on sandboxsets in a ClusterRole; the agent Role is namespaced"
+		}
+		return nil, apiError(err, "list", "sandboxsets", namespace, hint)
 	}
 	pools := make([]Pool, len(list.Items))
 	for i := range list.Items {
@@ -64,9 +68,9 @@ func (c *Client) Pool(ctx context.Context, namespace, name string) (*Pool, error
 	return &pool, nil
 }
 
-// Claimed returns the sandboxes claimed from the pool, by name. Claimed
-// sandboxes outlive their SandboxSet, so they are listed whether or not it
-// still exists.
+// Claimed returns the sandboxes claimed from the pool and not being
+// deleted, by name. Claimed sandboxes outlive their SandboxSet, so they are
+// listed whether or not it still exists.
 func (c *Client) Claimed(ctx context.Context, namespace, sandboxSet string) ([]Sandbox, error) {
 	list := &corev1.PodList{}
 	if err := c.c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{agentsv1alpha1.LabelSandboxSet: sandboxSet}); err != nil {
@@ -74,7 +78,7 @@ func (c *Client) Claimed(ctx context.Context, namespace, sandboxSet string) ([]S
 	}
 	var claimed []Sandbox
 	for i := range list.Items {
-		if agentsv1alpha1.IsClaimed(&list.Items[i]) {
+		if pod := &list.Items[i]; agentsv1alpha1.IsClaimed(pod) && pod.DeletionTimestamp == nil {
 			claimed = append(claimed, sandboxOf(&list.Items[i]))
 		}
 	}
@@ -90,7 +94,7 @@ func (c *Client) Release(ctx context.Context, namespace, name string) error {
 	pod := &corev1.Pod{}
 	if err := c.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, pod); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("no sandbox %s in namespace %s: %w", name, namespace, err)
+			return nil // already gone: released
 		}
 		return apiError(err, "get", "pods", namespace, agentRoleHint)
 	}
@@ -128,12 +132,14 @@ func (c *Client) Renew(ctx context.Context, namespace, name string, ttl time.Dur
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 	if err := c.c.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		notHolder := holderError(err, name)
+		notHolder, unavailable := holderError(err, name), unavailableError(err)
 		switch {
 		case apierrors.IsNotFound(err):
 			return nil, fmt.Errorf("no sandbox %s in namespace %s: %w", name, namespace, err)
 		case notHolder != nil:
 			return nil, notHolder
+		case unavailable != nil:
+			return nil, unavailable
 		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "rule warm-metadata"):
 			return nil, &kindError{kind: ErrNotClaimed, err: err, msg: fmt.Sprintf(
 				"sandbox %s/%s is not claimed: it belongs to a warm pool; only a claimed sandbox can be renewed", namespace, name)}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,6 +47,23 @@ func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kubectl-sbs",
 		Short: "Claim and release sandboxes from SandboxSet warm pools",
+		Long: `kubectl sbs claims ready sandboxes from SandboxSet warm pools for agents,
+shows who holds what, renews and releases them.
+
+A claim is one label patch on an available sandbox Pod, which the operator's
+admission webhook makes atomic; the pool refills at once. Run as a kubectl
+plugin (kubectl-sbs on your PATH, e.g. make install-plugin) or directly.
+
+It reads kubectl's configuration (KUBECONFIG, --kubeconfig, --context,
+-n/--namespace; the other kubectl connection flags work too). As a plugin,
+put those flags after "sbs": kubectl passes none of its own flags to plugins,
+so "kubectl -n team-a sbs list" fails where "kubectl sbs -n team-a list" works.`,
+		Example: `  kubectl sbs list
+  kubectl sbs claim demo --by agent-1                 # prints the sandbox's Pod and IP
+  kubectl sbs claim demo --by agent-1 --ttl 10m --wait 30s -o json
+  kubectl sbs get demo                                # the pool, and who holds what
+  kubectl sbs renew demo-x7k2p --ttl 10m
+  kubectl sbs release demo-x7k2p`,
 		Annotations: map[string]string{
 			cobra.CommandDisplayNameAnnotation: "kubectl sbs",
 		},
@@ -63,10 +82,27 @@ func newRootCommand() *cobra.Command {
 	flags := root.PersistentFlags()
 	flags.StringVar(&loading.ExplicitPath, "kubeconfig", "", "Path to the kubeconfig file to use.")
 	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	// kubectl's connection flags all work, but only these three are shown:
+	// the other seventeen would bury the commands' own.
+	flags.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "kubeconfig" && f.Name != "context" && f.Name != "namespace" {
+			f.Hidden = true
+		}
+	})
 	conn := &connection{config: clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, overrides)}
 
-	root.AddCommand(newClaimCommand(conn), newListCommand(conn), newGetCommand(conn), newRenewCommand(conn), newReleaseCommand(conn))
+	root.AddCommand(newClaimCommand(conn), newListCommand(conn), newGetCommand(conn), newRenewCommand(conn), newReleaseCommand(conn), newVersionCommand())
 	return root
+}
+
+// exactlyOne wants one argument, and says what it is when it is missing.
+func exactlyOne(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%s takes %s, got %d arguments\nUsage: %s", cmd.Name(), what, len(args), cmd.UseLine())
+		}
+		return nil
+	}
 }
 
 // connection connects lazily, so that usage mistakes never need a cluster.
@@ -76,6 +112,9 @@ type connection struct {
 
 func (c *connection) client() (*claim.Client, string, error) {
 	cfg, err := c.config.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return nil, "", errors.New("no kubeconfig: set KUBECONFIG or pass --kubeconfig; kubectl sbs reads the same configuration as kubectl")
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("loading kubeconfig: %w", err)
 	}
@@ -101,10 +140,18 @@ func newClaimCommand(conn *connection) *cobra.Command {
 		Example: `  kubectl sbs claim demo --by agent-3
   kubectl sbs claim demo --by agent-3 --ttl 10m       # deleted in 10 minutes unless renewed
   kubectl sbs claim demo --by agent-3 --wait 30s -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: exactlyOne("the SandboxSet to claim from"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
+			}
+			switch {
+			case opts.MaxAttempts < 1:
+				return fmt.Errorf("--max-attempts must be at least 1, not %d", opts.MaxAttempts)
+			case opts.Wait < 0:
+				return fmt.Errorf("--wait must be 0 or a positive duration such as 30s, not %s", opts.Wait)
+			case opts.TTL < 0:
+				return fmt.Errorf("--ttl must be a positive duration such as 10m, not %s", opts.TTL)
 			}
 			c, ns, err := conn.client()
 			if err != nil {
@@ -117,6 +164,11 @@ func newClaimCommand(conn *connection) *cobra.Command {
 			if output == "json" {
 				return printJSON(cmd.OutOrStdout(), sbx)
 			}
+			if sbx.Cold {
+				// Created for this claim: its container is still starting.
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s (cold: starting, no IP yet)\n", sbx.Name)
+				return err
+			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(sbx.Name+" "+sbx.IP))
 			return err
 		},
@@ -124,7 +176,7 @@ func newClaimCommand(conn *connection) *cobra.Command {
 	flags := cmd.Flags()
 	flags.StringVar(&agent, "by", "", "The claiming agent's id; the sandbox's "+agentsv1alpha1.LabelClaimedBy+" label.")
 	_ = cmd.MarkFlagRequired("by") // cannot fail: the flag exists
-	flags.DurationVar(&opts.Wait, "wait", 0, "How long to wait for a sandbox to become available when none is.")
+	flags.DurationVar(&opts.Wait, "wait", 0, "How long to wait for a sandbox to become available when none is, e.g. 30s or 2m; 0, the default, does not wait.")
 	flags.BoolVar(&opts.ColdIfEmpty, "cold-if-empty", false, "When none is available, create a sandbox from the pool's template, already claimed. Needs create on pods; the sandbox still has to start.")
 	flags.IntVar(&opts.MaxAttempts, "max-attempts", claim.DefaultMaxAttempts, "How many sandboxes to try when other agents claim them first.")
 	flags.DurationVar(&opts.TTL, "ttl", 0, "How long the sandbox lives, e.g. 10m: the claim sets its shutdown time, and the operator deletes it then unless renewed. 0 leaves it to the pool's claimLifetime.default.")
@@ -141,7 +193,7 @@ func newRenewCommand(conn *connection) *cobra.Command {
 		Use:     "renew POD --ttl DURATION",
 		Short:   "Move a claimed sandbox's shutdown time to now plus DURATION",
 		Example: `  kubectl sbs renew demo-x7k2p --ttl 10m`,
-		Args:    cobra.ExactArgs(1),
+		Args:    exactlyOne("the sandbox Pod to renew"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -168,10 +220,13 @@ func newRenewCommand(conn *connection) *cobra.Command {
 }
 
 func newListCommand(conn *connection) *cobra.Command {
-	var output string
+	var (
+		output        string
+		allNamespaces bool
+	)
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the SandboxSets in the namespace",
+		Short: "List the SandboxSets in the namespace, or in all of them (-A)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -181,6 +236,9 @@ func newListCommand(conn *connection) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if allNamespaces {
+				ns = ""
+			}
 			pools, err := c.List(cmd.Context(), ns)
 			if err != nil {
 				return err
@@ -189,14 +247,53 @@ func newListCommand(conn *connection) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), pools)
 			}
 			if len(pools) == 0 {
-				_, err := fmt.Fprintf(cmd.ErrOrStderr(), "No SandboxSets found in %s namespace.\n", ns)
+				where := ns + " namespace"
+				if allNamespaces {
+					where = "any namespace"
+				}
+				_, err := fmt.Fprintf(cmd.ErrOrStderr(), "No SandboxSets found in %s.\n", where)
 				return err
 			}
-			return printPools(cmd.OutOrStdout(), pools...)
+			return printPools(cmd.OutOrStdout(), allNamespaces, pools...)
 		},
 	}
+	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "List the SandboxSets of every namespace.")
 	addOutputFlag(cmd.Flags(), &output)
 	return cmd
+}
+
+// newVersionCommand prints the version the binary was built from.
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of kubectl-sbs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "kubectl-sbs", buildVersion())
+			return err
+		},
+	}
+}
+
+// buildVersion is the module version and VCS revision Go recorded in the
+// binary, as far as it knows them.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	version := info.Main.Version
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			version += " " + s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				version += " (modified)"
+			}
+		}
+	}
+	return version
 }
 
 func newGetCommand(conn *connection) *cobra.Command {
@@ -204,7 +301,7 @@ func newGetCommand(conn *connection) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get SANDBOXSET",
 		Short: "Show a SandboxSet and the sandboxes claimed from it",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactlyOne("the SandboxSet to show"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -228,7 +325,7 @@ func newGetCommand(conn *connection) *cobra.Command {
 					Claimed []claim.Sandbox `json:"claimed"`
 				}{pool, append([]claim.Sandbox{}, claimed...)})
 			}
-			if err := printPools(out, *pool); err != nil {
+			if err := printPools(out, false, *pool); err != nil {
 				return err
 			}
 			if len(claimed) == 0 {
@@ -247,7 +344,7 @@ func newReleaseCommand(conn *connection) *cobra.Command {
 	return &cobra.Command{
 		Use:   "release POD",
 		Short: "Release a claimed sandbox by deleting its Pod",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactlyOne("the sandbox Pod to release"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ns, err := conn.client()
 			if err != nil {
@@ -285,10 +382,18 @@ func newTable(w io.Writer) *tabwriter.Writer {
 	return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
 }
 
-func printPools(w io.Writer, pools ...claim.Pool) error {
+// printPools prints pools as a table, with a NAMESPACE column when they
+// come from more than one.
+func printPools(w io.Writer, withNamespace bool, pools ...claim.Pool) error {
 	t := newTable(w)
+	if withNamespace {
+		fmt.Fprint(t, "NAMESPACE\t")
+	}
 	fmt.Fprintln(t, "NAME\tREPLICAS\tAVAILABLE\tUPDATEREVISION")
 	for _, p := range pools {
+		if withNamespace {
+			fmt.Fprintf(t, "%s\t", p.Namespace)
+		}
 		fmt.Fprintf(t, "%s\t%d\t%d\t%s\n", p.Name, p.Replicas, p.Available, orNone(p.UpdateRevision))
 	}
 	return t.Flush()

@@ -3,11 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sandboxset/warmpool/api/claim"
@@ -77,7 +83,117 @@ var _ = Describe("kubectl sbs", func() {
 
 		newPool(ctx, ns, "demo", 1, false)
 		_, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "claim", "demo", "--by", "agent-1")
-		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (1 creating); retry, use --wait, or --cold-if-empty", ns)))
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo has no available sandbox (1 creating); retry, wait for one (--wait 30s), or claim cold (--cold-if-empty)", ns)))
+		_, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "claim", "demo", "--by", "agent-1", "--wait", "200ms")
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/demo had no available sandbox after waiting 200ms (1 creating); wait longer, or claim cold (--cold-if-empty)", ns)))
+
+		newPool(ctx, ns, "idle", 0, false)
+		_, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "claim", "idle", "--by", "agent-1", "--wait", "200ms")
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/idle is scaled to 0: it keeps no warm sandboxes; scale it up (kubectl scale sbs idle --replicas=N), or claim cold (--cold-if-empty)", ns)))
+	})
+
+	It("says a cold sandbox is still starting", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, false)
+		Expect(env.Admin.Create(ctx, &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "create-pods"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}},
+		})).To(Succeed())
+		Expect(env.BindRole(ctx, ns, "create-pods", "agent-user")).To(Succeed())
+		out, _, err := sbs(ctx, "--kubeconfig", kubeconfig, "claim", "demo", "--by", "agent-1", "--cold-if-empty")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`^demo-[a-z0-9]{5} \(cold: starting, no IP yet\)\n$`))
+	})
+
+	It("releases a sandbox that is already gone, and lists only live ones", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 2, true)
+		out, _, err := sbs(ctx, "--kubeconfig", kubeconfig, "claim", "demo", "--by", "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		name := strings.Fields(out)[0]
+		out, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "release", name)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(Equal(fmt.Sprintf("sandbox %s released\n", name)))
+		out, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "release", name)
+		Expect(err).NotTo(HaveOccurred(), "a second release finds nothing to do")
+		Expect(out).To(Equal(fmt.Sprintf("sandbox %s released\n", name)))
+
+		By("holding the next claim's deletion open with a finalizer, as a runtime might")
+		out, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "claim", "demo", "--by", "agent-1")
+		Expect(err).NotTo(HaveOccurred())
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.Fields(out)[0]}}
+		Expect(env.Admin.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":["example.com/hold"]}}`)))).To(Succeed())
+		DeferCleanup(func(ctx SpecContext) {
+			Expect(env.Admin.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))).To(Succeed())
+		})
+		_, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "release", pod.Name)
+		Expect(err).NotTo(HaveOccurred())
+		_, errOut, err := sbs(ctx, "--kubeconfig", kubeconfig, "get", "demo")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(errOut).To(Equal("\nNo sandboxes claimed from demo.\n"), "the terminating sandbox is not listed")
+	})
+
+	It("lists the pools of every namespace with -A", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 1, false)
+		out, _, err := sbs(ctx, "--kubeconfig", kubeconfig, "list")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`^NAME +REPLICAS +AVAILABLE +UPDATEREVISION\ndemo +1 +0 +[a-z0-9]+\n$`))
+
+		// The agent Role is namespaced: listing every namespace needs a
+		// cluster-wide read, as it does in kubectl.
+		_, _, err = sbs(ctx, "--kubeconfig", kubeconfig, "list", "-A")
+		Expect(err).To(MatchError(And(
+			HavePrefix("not allowed to list sandboxsets in all namespaces: "),
+			ContainSubstring(`User "agent-user" cannot list resource "sandboxsets"`),
+			HaveSuffix("listing every namespace needs list on sandboxsets in a ClusterRole; the agent Role is namespaced"))))
+		admin, err := env.Kubeconfig("cli-admin", "system:masters")
+		Expect(err).NotTo(HaveOccurred())
+		path := filepath.Join(GinkgoT().TempDir(), "admin")
+		Expect(os.WriteFile(path, admin, 0o600)).To(Succeed())
+		out, _, err = sbs(ctx, "--kubeconfig", path, "list", "-A")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(HavePrefix("NAMESPACE "))
+		Expect(out).To(MatchRegexp(`\n%s +demo +1 +0 +[a-z0-9]+\n`, ns))
+	})
+
+	It("says what a command wants when it is used wrongly, before any call", func(ctx SpecContext) {
+		for _, c := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"claim", "--by", "agent-1"}, "claim takes the SandboxSet to claim from, got 0 arguments\nUsage: kubectl sbs claim SANDBOXSET --by AGENT [flags]"},
+			{[]string{"release"}, "release takes the sandbox Pod to release, got 0 arguments\nUsage: kubectl sbs release POD [flags]"},
+			{[]string{"claim", "demo", "--by", "agent 1"}, `agent id "agent 1" is not usable as a label value: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. agent-1`},
+			{[]string{"claim", "demo", "--by", "agent-1", "--max-attempts", "0"}, "--max-attempts must be at least 1, not 0"},
+			{[]string{"claim", "demo", "--by", "agent-1", "--wait", "-5s"}, "--wait must be 0 or a positive duration such as 30s, not -5s"},
+			{[]string{"claim", "demo", "--by", "agent-1", "--ttl", "-1m"}, "--ttl must be a positive duration such as 10m, not -1m0s"},
+			{[]string{"claim", "demo", "--by", "agent-1", "--wait", "5"}, "invalid argument \"5\" for \"--wait\" flag: time: missing unit in duration \"5\"\nSee 'kubectl sbs claim --help' for usage"},
+		} {
+			_, _, err := sbs(ctx, append([]string{"--kubeconfig", kubeconfig}, c.args...)...)
+			Expect(err).To(MatchError(c.want), "kubectl sbs %s", strings.Join(c.args, " "))
+		}
+	})
+
+	It("says where to find a kubeconfig when there is none", func(ctx SpecContext) {
+		missing := filepath.Join(GinkgoT().TempDir(), "none")
+		GinkgoT().Setenv("KUBECONFIG", missing)
+		_, _, err := sbs(ctx, "list")
+		Expect(err).To(MatchError("no kubeconfig: set KUBECONFIG or pass --kubeconfig; kubectl sbs reads the same configuration as kubectl"))
+	})
+
+	It("prints its version, and help that leads with its commands", func(ctx SpecContext) {
+		out, _, err := sbs(ctx, "version")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`^kubectl-sbs \S+`))
+
+		out, _, err = sbs(ctx, "--help")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(ContainSubstring("Examples:\n  kubectl sbs list\n"))
+		Expect(out).To(ContainSubstring(`so "kubectl -n team-a sbs list" fails where "kubectl sbs -n team-a list" works.`))
+		Expect(out).To(ContainSubstring("      --kubeconfig string"))
+		Expect(out).NotTo(ContainSubstring("--client-certificate"), "kubectl's other connection flags work, but are not listed")
+
+		out, _, err = sbs(ctx, "claim", "--help")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(MatchRegexp(`--wait duration +How long to wait for a sandbox to become available when none is, e\.g\. 30s or 2m; 0, the default, does not wait\.\n`))
 	})
 
 	It("uses the kubeconfig's contexts and refuses bad flags before claiming", func(ctx SpecContext) {

@@ -109,7 +109,7 @@ var _ = Describe("Agents claiming", func() {
 			Expect(out).To(ContainSubstring("no SandboxSet nope in namespace " + ns))
 			out, err = run(ctx, kubeconfig, "claim", "empty", "--by", "agent-1")
 			Expect(err).To(HaveOccurred())
-			Expect(out).To(ContainSubstring("SandboxSet %s/empty has no available sandbox", ns))
+			Expect(out).To(ContainSubstring("SandboxSet %s/empty is scaled to 0: it keeps no warm sandboxes", ns))
 
 			By("as an identity with no rights in the namespace")
 			out, err = kubectl(ctx, "-n", ns, "create", "serviceaccount", "nobody")

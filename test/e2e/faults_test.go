@@ -207,6 +207,12 @@ var _ = Describe("Faults", Serial, func() {
 		Expect(err.Error()).To(ContainSubstring(`failed calling webhook "mpod.agents.kruise.io"`))
 		Expect(err.Error()).To(ContainSubstring("connection refused"))
 		Expect(getPod(ctx, Default, ns, pod.Name).ResourceVersion).To(Equal(pod.ResourceVersion), "nothing half-applied")
+		c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = claim.New(c).Claim(ctx, ns, "demo", "agent-1", claim.ClaimOptions{})
+		Expect(err).To(MatchError(claim.ErrOperatorUnavailable))
+		Expect(err.Error()).To(HavePrefix("the SandboxSet operator's admission webhook did not answer, and claims fail closed until it does; " +
+			"check the operator's Pods (kubectl -n sandboxset-system get pods) and retry. The API server said: "))
 		out, err := kubectl(ctx, "-n", ns, "scale", "sbs", "demo", "--replicas=5")
 		Expect(err).To(HaveOccurred(), "scaling is validated by the webhook too: %s", out)
 		Expect(out).To(ContainSubstring(`failed calling webhook "vsandboxset-scale.agents.kruise.io"`))
