@@ -108,6 +108,9 @@ func try(work string, m mutant) (result, killedBy string, err error) {
 	if err == nil {
 		return "SURVIVED", "", nil
 	}
+	if bytes.Contains(out, []byte("[build failed]")) || bytes.Contains(out, []byte("[setup failed]")) {
+		return "", "", fmt.Errorf("it does not build, so its failure proves nothing; change its text:\n%s", out)
+	}
 	return "killed", fmt.Sprintf("%s (%s)", firstFailure(out), time.Since(start).Round(time.Second)), nil
 }
 
@@ -115,7 +118,7 @@ var (
 	// A Ginkgo spec, a subtest, or a test that failed.
 	specFailure    = regexp.MustCompile(`(?m)^\s*\[FAIL\] (.+?)\s*$`)
 	subtestFailure = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+/\S+)`)
-	testFailure    = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+)|(\[build failed\])`)
+	testFailure    = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+)`)
 )
 
 // firstFailure names the first failing spec or test in go test's output,
