@@ -6,7 +6,7 @@
 # config/ like in a cluster (CRD, RBAC, webhook configurations). Every server
 # listens on 127.0.0.1.
 #
-# Usage: cluster.sh up | down | start-manager | stop-manager | restart-apiserver | env | kwokctl <args>
+# Usage: cluster.sh up | down | start-manager | stop-manager | restart-apiserver | env | info | kwokctl <args>
 #
 # restart-apiserver stops kube-apiserver and etcd and starts them again, as a
 # control-plane restart does: the scheduler, the controller-manager and the
@@ -25,8 +25,9 @@
 #   READY_DELAY_MS   least time from scheduling to Ready (default 1000)
 #   READY_JITTER_MS  most time from scheduling to Ready (default 3000)
 #   WEBHOOK_PORT     the manager's webhook port on 127.0.0.1 (default 9443)
-#   METRICS_PORT     the manager's metrics port (default 8080)
-#   PROBE_PORT       the manager's health port (default 8081)
+#   METRICS_PORT     the manager's metrics port (default 9080; not 8080, where kubectl
+#                    looks for an API server when it has no kubeconfig)
+#   PROBE_PORT       the manager's health port (default 9081)
 #   DISABLE_QPS_LIMITS=true  lift the control plane components' client QPS limits
 #   MANAGER_ARGS     extra manager flags
 #   MANAGER_MEMORY_LIMIT_MIB  run the manager as if in a container with this
@@ -43,8 +44,8 @@ NODES=${NODES:-10}
 READY_DELAY_MS=${READY_DELAY_MS:-1000}
 READY_JITTER_MS=${READY_JITTER_MS:-3000}
 WEBHOOK_PORT=${WEBHOOK_PORT:-9443}
-METRICS_PORT=${METRICS_PORT:-8080}
-PROBE_PORT=${PROBE_PORT:-8081}
+METRICS_PORT=${METRICS_PORT:-9080}
+PROBE_PORT=${PROBE_PORT:-9081}
 cache=${SANDBOXSET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandboxset}
 state="$cache/local/$CLUSTER_NAME"
 export KWOK_WORKDIR="$cache/kwok"
@@ -169,6 +170,10 @@ case "${1:-}" in
   stop-manager) stop_manager ;;
   restart-apiserver) restart_apiserver ;;
   env) echo "export KUBECONFIG=$kubeconfig" ;;
+  info)
+    echo "manager metrics  http://127.0.0.1:$((METRICS_PORT + 10 * instance))/metrics"
+    echo "manager log      $logfile"
+    echo "kubeconfig       $kubeconfig" ;;
   kwokctl) shift; "$bins/kwokctl" "$@" --name "$CLUSTER_NAME" >>"$state/kwokctl.log" 2>&1 ;;
-  *) echo "usage: $0 up | down | start-manager | stop-manager | restart-apiserver | env | kwokctl <args>" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down | start-manager | stop-manager | restart-apiserver | env | info | kwokctl <args>" >&2; exit 2 ;;
 esac

@@ -20,4 +20,6 @@ The warm pool is ready. In another shell:
   bin/kubectl-sbs get demo                       # the pool and who holds what
   make down                                      # stop everything
 
+$("$here/cluster.sh" info)
+
 MSG
