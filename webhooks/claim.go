@@ -113,7 +113,7 @@ func isControlledByItsPool(pod *corev1.Pod) bool {
 func operatorAnnotationChanges(oldPod, newPod *corev1.Pod) field.ErrorList {
 	var errs field.ErrorList
 	for _, key := range operatorKeys(oldPod.Annotations, newPod.Annotations) {
-		if key != agentsv1alpha1.AnnotationShutdownTime && oldPod.Annotations[key] != newPod.Annotations[key] {
+		if key != agentsv1alpha1.AnnotationShutdownTime && entryChanged(oldPod.Annotations, newPod.Annotations, key) {
 			errs = append(errs, field.Forbidden(annotationsPath.Key(key), "rule claim-keys: set by the operator and cannot be changed"))
 		}
 	}
@@ -167,11 +167,20 @@ func poolLabelChanges(oldPod, newPod *corev1.Pod, byManager bool) field.ErrorLis
 func protectedLabelChanges(oldPod, newPod *corev1.Pod, keys ...string) field.ErrorList {
 	var errs field.ErrorList
 	for _, key := range keys {
-		if oldPod.Labels[key] != newPod.Labels[key] {
+		if entryChanged(oldPod.Labels, newPod.Labels, key) {
 			errs = append(errs, field.Forbidden(labelsPath.Key(key), "set by the operator and cannot be changed"))
 		}
 	}
 	return errs
+}
+
+// entryChanged says whether a key was added, removed or given another
+// value. An empty value is not the same as none: removing an empty
+// persistent-contents annotation changes what the sandbox runtime reads.
+func entryChanged(oldMap, newMap map[string]string, key string) bool {
+	oldValue, had := oldMap[key]
+	newValue, has := newMap[key]
+	return had != has || oldValue != newValue
 }
 
 // completeClaim makes the claim whole in the same write: the Pod is marked

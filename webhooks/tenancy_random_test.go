@@ -95,6 +95,9 @@ func tenancySeeds() []write {
 		{target: held, who: other, labelKey: agentsv1alpha1.LabelClaimedBy, labelValue: "agent-1"},
 		{target: warm, who: other, labelKey: agentsv1alpha1.LabelClaimedBy, labelValue: "agent-2", annotationKey: agentsv1alpha1.AnnotationClaimedByUser, annotationValue: "agent-a"},
 		{target: warm, who: other, labelKey: agentsv1alpha1.LabelClaimedBy, labelValue: "agent-2"},
+		// Found by the random writes: a claim that drops the pool's empty
+		// persistent-contents annotation.
+		{target: warm, who: other, labelKey: agentsv1alpha1.LabelClaimedBy, labelValue: "agent-2", annotationKey: agentsv1alpha1.AnnotationPersistentContents},
 		{target: warm, who: other, op: opStatus, phase: "Failed"},
 		{target: warm, who: other, op: opEphemeral, image: "busybox"},
 		{target: warm, who: other, op: opResize},

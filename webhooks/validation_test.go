@@ -142,6 +142,16 @@ func TestPoolPodUpdateErrors(t *testing.T) {
 			p.Labels[agentsv1alpha1.LabelClaimedBy] = "agent-1"
 			p.Annotations[agentsv1alpha1.AnnotationPersistentContents] = "memory"
 		}, want: field.ErrorList{field.Forbidden(field.NewPath("metadata", "annotations").Key(agentsv1alpha1.AnnotationPersistentContents), "")}},
+		{name: "a claim that removes an empty operator annotation", who: agent, wantClaim: true,
+			old: func() *corev1.Pod {
+				p := warm()
+				p.Annotations[agentsv1alpha1.AnnotationPersistentContents] = ""
+				return p
+			},
+			change: func(p *corev1.Pod) {
+				p.Labels[agentsv1alpha1.LabelClaimedBy] = "agent-1"
+				delete(p.Annotations, agentsv1alpha1.AnnotationPersistentContents)
+			}, want: field.ErrorList{field.Forbidden(field.NewPath("metadata", "annotations").Key(agentsv1alpha1.AnnotationPersistentContents), "")}},
 		{name: "a claim of a Pod that is not Ready", who: agent, wantClaim: true,
 			old: func() *corev1.Pod {
 				p := warm()
