@@ -13,10 +13,12 @@ import (
 // failed claim never reach it: one that finds its pool empty sends nothing
 // (sandboxset_sandboxes{state="available"} at 0 shows it), and one through
 // the claim package that loses a race is stopped by its patch's test of the
-// state, at the API server.
+// state, at the API server. And one claim can be judged twice: when the API
+// server's write started from a stale cached Pod, it fails and admits the
+// claim again against the stored Pod.
 var claimAdmissions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "sandboxset_claim_admissions_total",
-	Help: "Claims the Pod webhook judged, by kind (warm: of a pool Pod; cold: a Pod created claimed) and result (admitted; lost: another agent had claimed it; refused: anything else, e.g. not Ready, a bad agent id).",
+	Help: "Claims the Pod webhook judged, by kind (warm: of a pool Pod; cold: a Pod created claimed) and result (admitted; lost: another agent had claimed it; refused: anything else, e.g. not Ready, a bad agent id). An API server retry after a stale read is judged again.",
 }, []string{"namespace", "sandboxset", "kind", "result"})
 
 func init() {

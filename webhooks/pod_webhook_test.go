@@ -74,11 +74,31 @@ var _ = Describe("Pool Pod admission", func() {
 		count := func(result string) float64 {
 			return testutil.ToFloat64(claimAdmissions.WithLabelValues(ns, "demo", "warm", result))
 		}
+		// An update starts from the API server's watch cache. From a stale
+		// copy the API server runs admission, fails its write, and runs it
+		// again on the stored Pod, so the webhook judges, and counts, one
+		// claim twice. Each claim here waits until that cache is current.
+		inWatchCache := func(pod *corev1.Pod) {
+			GinkgoHelper()
+			Eventually(func(g Gomega) {
+				stored := &corev1.Pod{}
+				g.Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(pod), stored)).To(Succeed())
+				cached := &corev1.PodList{}
+				g.Expect(adminClient.List(ctx, cached, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}})).To(Succeed())
+				g.Expect(cached.Items).To(ContainElement(And(HaveField("Name", pod.Name), HaveField("ResourceVersion", stored.ResourceVersion))))
+			}, timeout, interval).Should(Succeed())
+		}
+		inWatchCache(&pool[0])
 		_, err := claimAs(ctx, agent, &pool[0], "agent-1")
 		Expect(err).NotTo(HaveOccurred())
+		inWatchCache(&pool[0])
 		_, err = claimAs(ctx, agent, &pool[0], "agent-2")
 		Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
 		Expect(kubelet.SetReady(ctx, adminClient, &pool[1], false)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(pods(ctx, g, ns, agentsv1alpha1.StateCreating)).To(ContainElement(HaveField("Name", pool[1].Name)))
+		}, timeout, interval).Should(Succeed(), "the controller has marked it creating, its last write")
+		inWatchCache(&pool[1])
 		_, err = claimAs(ctx, agent, &pool[1], "agent-2")
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect([]float64{count("admitted"), count("lost"), count("refused")}).To(Equal([]float64{1, 1, 1}))
