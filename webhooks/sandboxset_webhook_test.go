@@ -12,10 +12,12 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/test/envtestenv"
@@ -146,6 +148,40 @@ var _ = Describe("The install manifests", func() {
 		Expect(string(rendered)).To(ContainSubstring("managerUsername: " + envtestenv.ManagerUser))
 		Expect(string(rendered)).To(MatchRegexp(`paramRef:\s+name: sandboxset-admission-params\s+namespace: sandboxset-system`))
 		Expect(string(rendered)).To(MatchRegexp(`policyName: sandboxset-pool-pods`))
+
+		By("the certificate chain: each Certificate names an Issuer the install makes, and a CA signs the serving certificate")
+		issuers, certificates := map[string]*unstructured.Unstructured{}, map[string]*unstructured.Unstructured{}
+		for _, doc := range strings.Split(string(rendered), "\n---\n") {
+			obj := &unstructured.Unstructured{}
+			Expect(yaml.Unmarshal([]byte(doc), &obj.Object)).To(Succeed())
+			switch obj.GetKind() {
+			case "Issuer":
+				issuers[obj.GetName()] = obj
+			case "Certificate":
+				certificates[obj.GetName()] = obj
+			}
+		}
+		for name, cert := range certificates {
+			issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+			Expect(issuers).To(HaveKey(issuer), "the issuer of Certificate %s", name)
+		}
+		serving := certificates["sandboxset-serving-cert"]
+		Expect(serving).NotTo(BeNil())
+		issuerName, _, _ := unstructured.NestedString(serving.Object, "spec", "issuerRef", "name")
+		caSecret, _, _ := unstructured.NestedString(issuers[issuerName].Object, "spec", "ca", "secretName")
+		Expect(caSecret).NotTo(BeEmpty(), "the serving certificate's issuer is a CA issuer")
+		var ca *unstructured.Unstructured
+		for _, cert := range certificates {
+			if secret, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); secret == caSecret {
+				ca = cert
+			}
+		}
+		Expect(ca).NotTo(BeNil(), "a Certificate makes the CA issuer's Secret")
+		isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA")
+		Expect(isCA).To(BeTrue())
+		caIssuer, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "name")
+		_, selfSigned, _ := unstructured.NestedMap(issuers[caIssuer].Object, "spec", "selfSigned")
+		Expect(selfSigned).To(BeTrue(), "the CA is self-signed")
 
 		// The webhook configurations would point the API server at a
 		// Service that does not run here, so the apply is a server-side dry

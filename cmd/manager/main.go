@@ -27,6 +27,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -38,6 +39,7 @@ import (
 
 type options struct {
 	metricsAddr   string
+	metricsSecure bool
 	probeAddr     string
 	pprofAddr     string
 	leaderElect   bool
@@ -64,6 +66,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&o.metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS (with a certificate made at start), only to callers the API server authenticates and authorizes for GET /metrics. Needs RBAC to create TokenReviews and SubjectAccessReviews (config/rbac/metrics_auth_role.yaml).")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address to serve Go's pprof profiles on, e.g. 127.0.0.1:6060; empty disables it.")
 	flag.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader, so that only one manager replica runs the controller at a time. Every replica serves webhooks.")
@@ -121,7 +124,7 @@ func run(ctx context.Context, o options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                       metricsOptions(o),
 		HealthProbeBindAddress:        o.probeAddr,
 		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
@@ -182,6 +185,19 @@ func run(ctx context.Context, o options) error {
 		"workers", o.controller.Workers, "podWriteParallelism", o.controller.PodWriteParallelism,
 		"webhooks", o.enableWebhooks, "maxReplicas", o.maxReplicas)
 	return mgr.Start(ctx)
+}
+
+// metricsOptions serves metrics in plain HTTP for local runs, or behind the
+// API server's authentication and authorization: the metrics name every
+// SandboxSet and namespace, which not every Pod in the cluster should read.
+func metricsOptions(o options) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		opts.SecureServing = true
+		opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+		opts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }}
+	}
+	return opts
 }
 
 // prepareCerts makes sure the webhook server will have a certificate: a
