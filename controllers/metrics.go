@@ -18,6 +18,11 @@ var (
 		Help: "The warm pool size a SandboxSet asks for (spec.replicas).",
 	}, []string{"namespace", "sandboxset"})
 
+	poolCondition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sandboxset_status_condition",
+		Help: "1 while a SandboxSet's status condition (Ready, ReplicaFailure) is True, else 0: what alerts key on.",
+	}, []string{"namespace", "sandboxset", "condition"})
+
 	claimsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sandboxset_claims_total",
 		Help: "Sandboxes claimed out of a SandboxSet's pool, as seen by the controller.",
@@ -47,13 +52,14 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(poolSandboxes, poolDesired, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
+	metrics.Registry.MustRegister(poolSandboxes, poolDesired, poolCondition, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
 }
 
 func forgetPoolMetrics(namespace, name string) {
 	labels := map[string]string{"namespace": namespace, "sandboxset": name}
 	poolSandboxes.DeletePartialMatch(labels)
 	poolDesired.DeletePartialMatch(labels)
+	poolCondition.DeletePartialMatch(labels)
 	claimsTotal.DeletePartialMatch(labels)
 	claimToReplacement.DeletePartialMatch(labels)
 }

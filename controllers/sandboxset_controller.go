@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -426,6 +427,13 @@ func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet,
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateAvailable)).Set(float64(status.AvailableReplicas))
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateCreating)).Set(float64(status.Replicas - status.AvailableReplicas))
 	poolDesired.WithLabelValues(sbs.Namespace, sbs.Name).Set(float64(sbs.Spec.DesiredReplicas()))
+	for _, condition := range []string{agentsv1alpha1.ConditionReady, agentsv1alpha1.ConditionReplicaFailure} {
+		value := 0.0
+		if meta.IsStatusConditionTrue(status.Conditions, condition) {
+			value = 1
+		}
+		poolCondition.WithLabelValues(sbs.Namespace, sbs.Name, condition).Set(value)
+	}
 }
 
 func (r *SandboxSetReconciler) forget(key types.NamespacedName) {

@@ -12,6 +12,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -285,6 +286,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReplicaFailure, metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaExceeded,
 			"exceeded quota", timeout, interval)
 		Expect(podsOf(ctx, Default, sbs)).To(HaveLen(2))
+		replicaFailure := poolCondition.WithLabelValues(ns, sbs.Name, agentsv1alpha1.ConditionReplicaFailure)
+		Eventually(func() float64 { return testutil.ToFloat64(replicaFailure) }, timeout, interval).Should(Equal(1.0), "the condition's metric, for alerts")
 
 		By("backing off: after 3 refusals, at most 4 more in 5 s")
 		Eventually(func() float64 { return refused() - base }, timeout, interval).Should(BeNumerically(">=", 3), "refused creations counted")
@@ -304,6 +307,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
 		Expect(meta.IsStatusConditionFalse(got.Status.Conditions, agentsv1alpha1.ConditionReplicaFailure)).To(BeTrue())
 		Expect(meta.IsStatusConditionTrue(got.Status.Conditions, agentsv1alpha1.ConditionReady)).To(BeTrue())
+		Expect(testutil.ToFloat64(replicaFailure)).To(BeZero())
+		Expect(testutil.ToFloat64(poolCondition.WithLabelValues(ns, sbs.Name, agentsv1alpha1.ConditionReady))).To(Equal(1.0))
 	})
 
 	It("releases claimed Pods so that deleting the SandboxSet leaves them to their holder", func(ctx SpecContext) {

@@ -4,17 +4,21 @@
 # is already cached is reused, so only the first run on a machine is slow
 # (about 12 minutes on 2 cores); later runs take seconds.
 #
-# Usage: build.sh <what>...   where <what> is envtest (kube-apiserver, etcd)
-#                              or cluster (envtest + scheduler, controller-manager, kwok)
-# Prints nothing; the binaries land in "$(build.sh --dir)".
+# Usage: build.sh <what>...   where <what> is envtest (kube-apiserver, etcd),
+#                              cluster (envtest + scheduler, controller-manager, kwok)
+#                              or promtool (from Debian's prometheus package)
+# Prints nothing; the binaries land in "$(build.sh --dir)", promtool at
+# "$(build.sh --promtool)".
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
 cache=${SANDBOXSET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandboxset}
 dir="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
+promtool="$cache/bin/prometheus-$PROMETHEUS_DEB_VERSION/promtool"
 
 # build <module dir> <package> <binary name>: go build into the cache, atomically.
 build() {
@@ -26,9 +30,28 @@ build() {
   mv -f "$out.tmp.$$" "$out"
 }
 
+# promtool: unpack it from Debian's package, which apt-get downloads without
+# installing anything, so no root and no other package is needed.
+fetch_promtool() {
+  [ -x "$promtool" ] && return 0
+  local tmp
+  tmp=$(mktemp -d)
+  echo "fetching promtool from Debian's prometheus $PROMETHEUS_DEB_VERSION (cached in $(dirname "$promtool"))" >&2
+  if ! (cd "$tmp" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >download.log 2>&1 && dpkg-deb -x prometheus_*.deb x); then
+    cat "$tmp/download.log" >&2
+    echo "build.sh: could not download Debian's prometheus $PROMETHEUS_DEB_VERSION; if apt has no such version, run apt-get update" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$promtool")"
+  mv -f "$tmp/x/usr/bin/promtool" "$promtool"
+  rm -rf "$tmp"
+}
+
 for what in "$@"; do
   case "$what" in
     --dir) echo "$dir" ;;
+    --promtool) echo "$promtool" ;;
+    promtool) fetch_promtool ;;
     envtest)
       build kubernetes k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver
       build etcd go.etcd.io/etcd/server/v3 etcd
@@ -41,6 +64,6 @@ for what in "$@"; do
       build kwok sigs.k8s.io/kwok/cmd/kwok kwok
       build kwok sigs.k8s.io/kwok/cmd/kwokctl kwokctl
       ;;
-    *) echo "build.sh: unknown target $what (want envtest, cluster or --dir)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown target $what (want envtest, cluster, promtool, --dir or --promtool)" >&2; exit 2 ;;
   esac
 done
