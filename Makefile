@@ -58,8 +58,10 @@ vet: ## Run go vet.
 FUZZ_TIME ?= 10s
 
 .PHONY: test
-test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, envtest (real kube-apiserver) and e2e (local kwok cluster).
-	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./... -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
+test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, envtest (real kube-apiserver), e2e (local kwok cluster), and the install suite (config/default with cert-manager).
+	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test $$(go list ./... | grep -v /test/install) -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
+	@# The install suite runs a second local cluster: alone, so that the two clusters do not share the 2 cores.
+	GINKGO_NO_COLOR=TRUE go test ./test/install -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz SandboxSet validation and the claim webhook's decision for FUZZ_TIME each (seed corpus in webhooks/testdata/fuzz).
@@ -107,8 +109,13 @@ build-installer: manifests ## Render the whole operator into one file, dist/inst
 	kubectl kustomize config/default > dist/install.yaml
 
 .PHONY: docker-build
-docker-build: ## Build the manager image (needs a container engine).
+docker-build: ## Build the manager image with the Dockerfile (needs a container engine).
 	docker build -t $(IMG) .
+
+.PHONY: image
+image: ## Build the manager image without a container engine, as bin/manager-image.tar (docker load, podman load, kind load image-archive or crane push read it).
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags=-s -o bin/manager-linux ./cmd/manager
+	go run ./cmd/manager-image -binary bin/manager-linux -tag $(IMG) -o bin/manager-image.tar
 
 ##@ Tools
 
@@ -117,8 +124,8 @@ envtest: ## Build kube-apiserver and etcd for envtest into the cache (about 10 m
 	test/tools/build.sh envtest
 
 .PHONY: cluster-tools
-cluster-tools: ## Also build kube-scheduler, kube-controller-manager and kwok for the local cluster (a few minutes more the first time).
-	test/tools/build.sh envtest cluster
+cluster-tools: ## Also build kube-scheduler, kube-controller-manager and kwok for the local cluster (a few minutes more the first time), and fetch promtool from Debian's prometheus package.
+	test/tools/build.sh envtest cluster promtool
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

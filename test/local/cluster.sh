@@ -35,6 +35,8 @@
 #                    manager sets itself from its cgroup (default: none)
 #   MANAGER_INSTANCE which manager instance start-/stop-manager act on (default 0)
 #   LEADER_ELECT     run that manager with leader election (default false)
+#   OPERATOR=none    `up` starts the cluster alone: no operator, no manager
+#                    (the install suite applies config/default itself)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,6 +78,10 @@ up() {
     --kwok-controller-binary "$bins/kwok" --kubeconfig "$kubeconfig" --wait 120s "${extra[@]}" >"$state/kwokctl.log" 2>&1 \
     || { cat "$state/kwokctl.log" >&2; exit 1; }
   "$bins/kwokctl" scale node --name "$CLUSTER_NAME" --replicas "$NODES" >>"$state/kwokctl.log" 2>&1
+  if [ "${OPERATOR:-}" = none ]; then
+    log "cluster $CLUSTER_NAME is up, with no operator; KUBECONFIG=$kubeconfig"
+    return 0
+  fi
 
   log "installing the operator from config/local (CRD, RBAC, webhook configurations)"
   k kustomize "$repo/config/local" > "$state/operator.yaml"
