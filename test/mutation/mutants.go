@@ -13,7 +13,7 @@ var mutants = []mutant{
 	{"webhooks/claim.go", "\tpod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] = username\n", "\n", "a claim records no identity"},
 	{"webhooks/claim.go", "\tcase !at.After(now):", "\tcase false:", "a past shutdown time is allowed"},
 	{"webhooks/claim.go", "\tif err == nil && at.After(limit) {", "\tif err == nil && at.After(limit.Add(time.Hour)) {", "a shutdown time an hour past the maximum is allowed"},
-	{"webhooks/claim.go", "\treturn had != has || oldValue != newValue", "\treturn oldValue != newValue", "a claim may drop an empty operator annotation"},
+	{"webhooks/claim.go", "\treturn had != has || oldValue != newValue", "\treturn had != has && false || oldValue != newValue", "a claim may drop an empty operator annotation"},
 	{"webhooks/cold_claim.go", "\tdiff := specDifference(want, &pod.Spec)\n", "\tdiff := (*difference)(nil)\n", "a cold claim's spec is not compared with the template"},
 	{"webhooks/pod_webhook.go", "\t\tif !byManager {\n\t\t\treturn invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,", "\t\tif false {\n\t\t\treturn invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,", "anyone may create warm Pods"},
 	{"webhooks/sandboxset_validation.go", "\tcase replicas < 0:", "\tcase replicas < -1:", "replicas of -1 are allowed"},
