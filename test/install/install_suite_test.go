@@ -5,7 +5,9 @@
 //
 // The local cluster (test/local/cluster.sh) runs no containers, so the
 // manager is a local process, under its ServiceAccount, that serves the
-// certificate from the issued Secret as its mounted volume would. The only
+// certificate from the issued Secret as its mounted volume would. The suite
+// first installs the previous release and holds sandboxes under it, then
+// upgrades to this checkout, and runs its specs on the upgraded install. The only
 // changes to config/default are the ones that makes necessary: the webhook
 // Service is an ExternalName for localhost (the API server resolves it to
 // localhost:<the webhook's port>, and still verifies the certificate
@@ -71,7 +73,14 @@ var (
 	scheme     = runtime.NewScheme()
 	manager    *localManager
 	repoRoot   = filepath.Join("..", "..")
+	// before is what agents held under the previous release.
+	before []corev1.Pod
 )
+
+// previousRelease is the install the suite upgrades from: the first commit
+// whose config/default cert-manager could issue a certificate for. Move it
+// to each release as it is cut.
+const previousRelease = "61353b1ba0aece24bea90f9cac73d68f9b9f5d0c"
 
 func TestInstall(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -108,10 +117,23 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Expect(<-done).To(Succeed())
 	})
 
-	By("applying config/default")
-	apply(ctx, installManifests())
+	By("installing the previous release, " + previousRelease[:7] + ", with its own manager")
+	previous := checkout(ctx, previousRelease)
+	install(ctx, previous)
+	before = holdSandboxes(ctx)
 
-	By("waiting for cert-manager to issue the serving certificate")
+	By("upgrading to this checkout: its config/default and its manager")
+	manager.stop()
+	install(ctx, repoRoot)
+	DeferCleanup(func() { manager.stop() })
+})
+
+// install applies config/default from the tree at root, waits until
+// cert-manager has issued its certificates, and starts that tree's manager
+// under its ServiceAccount, serving the issued certificate.
+func install(ctx context.Context, root string) {
+	GinkgoHelper()
+	apply(ctx, installManifests(root))
 	Eventually(func(g Gomega) {
 		for _, name := range []string{caCert, servingCert} {
 			crt := &cmapi.Certificate{}
@@ -119,17 +141,32 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 			g.Expect(certmanager.Issued(crt)).To(BeTrue(), "Certificate %s: %v", name, crt.Status.Conditions)
 		}
 	}, timeout, interval).Should(Succeed())
+	manager = startManager(ctx, root)
+}
 
-	By("starting the manager under its ServiceAccount, serving the issued certificate")
-	manager = startManager(ctx)
-	DeferCleanup(manager.stop)
-})
-
-// installManifests renders config/default and changes only what a cluster
-// with no container runtime needs (see the package comment).
-func installManifests() []byte {
+// checkout writes the repository's tree at commit into a new directory.
+func checkout(ctx context.Context, commit string) string {
 	GinkgoHelper()
-	rendered, err := exec.Command("kubectl", "kustomize", filepath.Join(repoRoot, "config", "default")).Output()
+	dir := GinkgoT().TempDir()
+	archive := exec.CommandContext(ctx, "git", "-C", repoRoot, "archive", commit)
+	extract := exec.CommandContext(ctx, "tar", "-x", "-C", dir)
+	pipe, err := archive.StdoutPipe()
+	Expect(err).NotTo(HaveOccurred())
+	extract.Stdin = pipe
+	var stderr bytes.Buffer
+	archive.Stderr = &stderr
+	Expect(extract.Start()).To(Succeed())
+	Expect(archive.Run()).To(Succeed(), "git archive %s (the upgrade starts from it; a shallow clone lacks it): %s", commit, stderr.String())
+	Expect(extract.Wait()).To(Succeed())
+	return dir
+}
+
+// installManifests renders config/default from the tree at root and
+// changes only what a cluster with no container runtime needs (see the
+// package comment).
+func installManifests(root string) []byte {
+	GinkgoHelper()
+	rendered, err := exec.Command("kubectl", "kustomize", filepath.Join(root, "config", "default")).Output()
 	Expect(err).NotTo(HaveOccurred())
 	var out bytes.Buffer
 	for _, doc := range strings.Split(string(rendered), "\n---\n") {

@@ -28,6 +28,25 @@ import (
 )
 
 var _ = Describe("The operator installed from config/default", Ordered, func() {
+	It("was upgraded from the previous release without a write to any sandbox an agent held, and its pool keeps serving", func(ctx SpecContext) {
+		Expect(before).To(HaveLen(2))
+		for _, held := range before {
+			pod := &corev1.Pod{}
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(&held), pod)).To(Succeed())
+			Expect(pod.UID).To(Equal(held.UID))
+			Expect(pod.ResourceVersion).To(Equal(held.ResourceVersion), "sandbox %s was written to", pod.Name)
+		}
+		sbs := &agentsv1alpha1.SandboxSet{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: before[0].Namespace, Name: "demo"}, sbs)).To(Succeed())
+		expectAvailable(ctx, sbs, 3)
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+			g.Expect(sbs.Status.ObservedGeneration).To(Equal(sbs.Generation))
+		}, timeout, interval).Should(Succeed(), "the new manager reconciles the pool the old one made")
+		_, err := claim.New(k8sClient).Claim(ctx, sbs.Namespace, "demo", "agent-c", claim.ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred(), "a claim through the upgraded webhooks")
+	})
+
 	It("has cert-manager issue its serving certificate from the install's own CA, and inject that CA into both webhook configurations", func(ctx SpecContext) {
 		serving := secretOf(ctx, Default, servingSecret)
 		leaf, ca := parseCert(serving.Data[corev1.TLSCertKey]), parseCert(serving.Data["ca.crt"])
@@ -148,6 +167,28 @@ var _ = Describe("The operator installed from config/default", Ordered, func() {
 	})
 })
 
+// holdSandboxes makes a pool of 3 and has two agents claim from it, and
+// returns their sandboxes as stored.
+func holdSandboxes(ctx context.Context) []corev1.Pod {
+	GinkgoHelper()
+	ns := newNamespace(ctx)
+	sbs := newSandboxSet(ns, "demo", 3)
+	Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+	expectAvailable(ctx, sbs, 3)
+	var names []string
+	for _, agent := range []string{"agent-a", "agent-b"} {
+		sbx, err := claim.New(k8sClient).Claim(ctx, ns, "demo", agent, claim.ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		names = append(names, sbx.Name)
+	}
+	expectAvailable(ctx, sbs, 3) // refilled: the controller is done with them
+	held := make([]corev1.Pod, len(names))
+	for i, name := range names {
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &held[i])).To(Succeed())
+	}
+	return held
+}
+
 // waitIssued waits until cert-manager has finished issuing a Certificate: a
 // renewal asked for before then would be absorbed by that issuance.
 func waitIssued(ctx context.Context, name string) {
@@ -172,9 +213,11 @@ type claimLoad struct {
 }
 
 type loadPhase struct {
-	admitted, empty int
-	failed          []error
-	doubles         []string
+	// Empty pools and lost races are contention among the agents, not
+	// failures of the install.
+	admitted, empty, lost int
+	failed                []error
+	doubles               []string
 }
 
 func (p loadPhase) String() string {
@@ -182,7 +225,7 @@ func (p loadPhase) String() string {
 	if len(p.failed) > 0 {
 		first = "; first: " + p.failed[0].Error()
 	}
-	return fmt.Sprintf("%d claims admitted, %d failed, %d found the pool empty%s", p.admitted, len(p.failed), p.empty, first)
+	return fmt.Sprintf("%d claims admitted, %d failed, %d found the pool empty, %d lost every race%s", p.admitted, len(p.failed), p.empty, p.lost, first)
 }
 
 func startClaims(ns, pool string, perSecond int) *claimLoad {
@@ -227,6 +270,8 @@ func (l *claimLoad) record(sbx *claim.Sandbox, err error) {
 	case errors.Is(err, context.Canceled):
 	case errors.Is(err, claim.ErrPoolEmpty):
 		l.phase.empty++
+	case errors.Is(err, claim.ErrLostRaces):
+		l.phase.lost++
 	default:
 		l.phase.failed = append(l.phase.failed, err)
 	}
@@ -252,6 +297,7 @@ func (l *claimLoad) cut() loadPhase {
 	p := l.phase
 	l.total.admitted += p.admitted
 	l.total.empty += p.empty
+	l.total.lost += p.lost
 	l.total.failed = append(l.total.failed, p.failed...)
 	l.total.doubles = append(l.total.doubles, p.doubles...)
 	l.phase = loadPhase{}

@@ -34,13 +34,16 @@ type localManager struct {
 	stopSync context.CancelFunc
 }
 
-func startManager(ctx context.Context) *localManager {
+// startManager builds the manager from the tree at root and starts it.
+func startManager(ctx context.Context, root string) *localManager {
 	GinkgoHelper()
 	dir := GinkgoT().TempDir()
 	m := &localManager{log: filepath.Join(dir, "manager.log"), certDir: filepath.Join(dir, "certs")}
 	Expect(os.Mkdir(m.certDir, 0o700)).To(Succeed())
 	binary := filepath.Join(dir, "manager")
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", binary, filepath.Join(repoRoot, "cmd", "manager")).CombinedOutput()
+	build := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/manager")
+	build.Dir = root
+	out, err := build.CombinedOutput()
 	Expect(err).NotTo(HaveOccurred(), string(out))
 
 	syncCtx, stop := context.WithCancel(context.Background())
