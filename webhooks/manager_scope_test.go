@@ -1,0 +1,43 @@
+package webhooks
+
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sandboxset/warmpool/test/envtestenv"
+)
+
+// The manager's RBAC lets it write Pods in every namespace; the
+// manager-scope policy (config/policies) keeps those writes to pool Pods.
+var _ = Describe("The manager's scope", func() {
+	It("refuses the manager's identity any write to a Pod outside a pool, naming the rule", func(ctx SpecContext) {
+		ns := newNamespace(ctx)
+		manager, err := env.UserClient(envtestenv.ManagerUser)
+		Expect(err).NotTo(HaveOccurred())
+		want := "rule manager-scope: the SandboxSet manager (" + envtestenv.ManagerUser +
+			") writes only pool Pods, labelled agents.kruise.io/sandboxset; web is not one"
+		workload := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{"app": "web"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:alpine"}}},
+		}
+
+		By("creating one")
+		Eventually(func() error { return manager.Create(ctx, workload.DeepCopy(), client.DryRunAll) }, timeout, interval).
+			Should(MatchError(ContainSubstring(want)), "once the policy is in force")
+
+		Expect(adminClient.Create(ctx, workload)).To(Succeed())
+		By("changing one")
+		err = manager.Patch(ctx, workload.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"app":"evil"}}}`)))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err).To(MatchError(ContainSubstring(want)))
+		By("deleting one")
+		err = manager.Delete(ctx, workload.DeepCopy())
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err).To(MatchError(ContainSubstring(want)))
+		Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(workload), &corev1.Pod{})).To(Succeed(), "still there")
+	})
+})
