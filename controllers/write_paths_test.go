@@ -215,11 +215,15 @@ var _ = Describe("Write paths", Serial, func() {
 		newPool(ctx, 10)
 		var mu sync.Mutex
 		calls := 0
+		var quotaRaised atomic.Bool
 		r := syncReconciler(ctx, interceptor.Funcs{
 			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 				mu.Lock()
 				calls++
 				mu.Unlock()
+				if quotaRaised.Load() {
+					return c.Create(ctx, obj, opts...)
+				}
 				return apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, obj.GetName(), errors.New("exceeded quota: pods"))
 			},
 			// The status that says ReplicaFailure is never written: the
@@ -246,7 +250,8 @@ var _ = Describe("Write paths", Serial, func() {
 		Expect(calls).To(BeZero(), "no creation inside the backoff")
 		mu.Unlock()
 
-		By("the first pass after it probes with one creation")
+		By("the first pass after it probes with one creation, even when the quota now allows them all")
+		quotaRaised.Store(true)
 		Eventually(func() int {
 			_, _ = r.Reconcile(ctx, request)
 			mu.Lock()
