@@ -1,6 +1,8 @@
 package webhooks
 
 import (
+	"errors"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -26,8 +28,16 @@ var _ = Describe("The manager's scope", func() {
 		}
 
 		By("creating one")
-		Eventually(func() error { return manager.Create(ctx, workload.DeepCopy(), client.DryRunAll) }, timeout, interval).
-			Should(MatchError(ContainSubstring(want)), "once the policy is in force")
+		Eventually(func() error {
+			err := manager.Create(ctx, workload.DeepCopy())
+			if err == nil {
+				Expect(adminClient.Delete(ctx, workload.DeepCopy())).To(Succeed())
+				return errors.New("created: the policy is not in force yet")
+			}
+			return err
+		}, timeout, interval).Should(MatchError(ContainSubstring(want)))
+		Expect(manager.Create(ctx, workload.DeepCopy(), client.DryRunAll)).To(Succeed(),
+			"a dry run stores nothing: the cold-claim check dry-runs templates as Pods outside any pool")
 
 		Expect(adminClient.Create(ctx, workload)).To(Succeed())
 		By("changing one")
