@@ -59,9 +59,10 @@ FUZZ_TIME ?= 10s
 
 .PHONY: test
 test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, envtest (real kube-apiserver), e2e (local kwok cluster), and the install suite (config/default with cert-manager).
-	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test $$(go list ./... | grep -v /test/install) -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
-	@# The install suite runs a second local cluster: alone, so that the two clusters do not share the 2 cores.
-	GINKGO_NO_COLOR=TRUE go test ./test/install -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
+	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test $$(go list ./... | grep -v -e /test/install -e /test/certmanager) -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
+	@# cert-manager's suites run after the others: the install suite runs a second local cluster, and linking
+	@# cert-manager's controllers takes both cores for a while, which stalled the e2e cluster's API server.
+	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./test/certmanager ./test/install -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 
 .PHONY: fuzz
 fuzz: ## Fuzz SandboxSet validation and the claim webhook's decision for FUZZ_TIME each (seed corpus in webhooks/testdata/fuzz).
