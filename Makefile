@@ -61,7 +61,7 @@ FUZZ_TIME ?= 10s
 test: verify-generated vet cluster-tools fuzz ## Run every suite: unit, fuzz, envtest (real kube-apiserver), e2e (local kwok cluster), and the install suite (config/default with cert-manager).
 	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test $$(go list ./... | grep -v -e /test/install -e /test/certmanager) -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 	@# cert-manager's suites run after the others: the install suite runs a second local cluster, and linking
-	@# cert-manager's controllers takes both cores for a while, which stalled the e2e cluster's API server.
+	@# cert-manager's controllers takes both cores for a while: once, beside the e2e suite, its API server stalled.
 	KUBEBUILDER_ASSETS="$$(test/tools/build.sh --dir)" GINKGO_NO_COLOR=TRUE go test ./test/certmanager ./test/install -count=1 -timeout $(TEST_TIMEOUT) -v $(TEST_FLAGS)
 
 .PHONY: fuzz
