@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,6 +45,102 @@ type runs struct {
 	Summary map[string]spread `json:"summary,omitempty"`
 	Notes   []string          `json:"notes,omitempty"`
 	Errors  []string          `json:"errors,omitempty"`
+	// Traces are the runs' courses over time, for the HTML report. A run
+	// that failed before it measured anything has none.
+	Traces []*trace `json:"traces,omitempty"`
+}
+
+// maxChartPoints bounds each trace's series, so the JSON stays small
+// however many Pods a run moved: a chart cannot show more anyway.
+const maxChartPoints = 2000
+
+// trace is what one run saw over time.
+type trace struct {
+	Run int `json:"run"` // the repetition, from 1
+	// Available is the pool's available count over the run.
+	Available *availableSeries `json:"available,omitempty"`
+	// ClaimLatencyMs are the won claims' latencies in ms, ascending; the
+	// one at index i is the nearest-rank quantile (i+1)/len. All of them
+	// when they are at most maxChartPoints, else that many quantiles.
+	ClaimLatencyMs []float64 `json:"claimLatencyMs,omitempty"`
+	ClaimsWon      int       `json:"claimsWon,omitempty"`
+}
+
+// availableSeries is a step function: Pods[i] Pods were available from
+// Seconds[i] after the run started until Seconds[i+1]. Two flat arrays,
+// not a list of objects, keep the indented JSON at two lines a point.
+type availableSeries struct {
+	Seconds []float64 `json:"seconds"`
+	Pods    []int     `json:"pods"`
+}
+
+// newAvailableSeries converts points to seconds since start, keeping at
+// most maxChartPoints of them.
+func newAvailableSeries(points []availPoint, start time.Time) *availableSeries {
+	points = downsampleSteps(points, maxChartPoints)
+	s := &availableSeries{Seconds: make([]float64, len(points)), Pods: make([]int, len(points))}
+	for i, p := range points {
+		s.Seconds[i] = math.Round(p.at.Sub(start).Seconds()*1000) / 1000 // ms: finer is noise
+		s.Pods[i] = p.available
+	}
+	return s
+}
+
+// downsampleSteps keeps at most limit points (limit ≥ 4): the first, the
+// last, and the lowest and highest of each slice of the rest, so the dips
+// and peaks a chart is read for survive, moved at most one slice in time.
+func downsampleSteps(points []availPoint, limit int) []availPoint {
+	if len(points) <= limit {
+		return points
+	}
+	inner := points[1 : len(points)-1]
+	parts := (limit - 2) / 2
+	out := []availPoint{points[0]}
+	for i := range parts {
+		part := inner[i*len(inner)/parts : (i+1)*len(inner)/parts]
+		lo, hi := 0, 0
+		for j, p := range part {
+			if p.available < part[lo].available {
+				lo = j
+			}
+			if p.available > part[hi].available {
+				hi = j
+			}
+		}
+		out = append(out, part[min(lo, hi)])
+		if lo != hi {
+			out = append(out, part[max(lo, hi)])
+		}
+	}
+	return append(out, points[len(points)-1])
+}
+
+// setClaimLatencies keeps the won claims' latencies for the CDF charts.
+func (tr *trace) setClaimLatencies(won []time.Duration) {
+	tr.ClaimsWon = len(won)
+	tr.ClaimLatencyMs = latencyQuantiles(millis(won), maxChartPoints)
+}
+
+// latencyQuantiles sorts ms and, past limit of them, keeps the nearest-rank
+// quantiles 1/limit, 2/limit, … 1, so the largest is always kept.
+func latencyQuantiles(ms []float64, limit int) []float64 {
+	if len(ms) == 0 {
+		return nil
+	}
+	sorted := slices.Clone(ms)
+	slices.Sort(sorted)
+	n := len(sorted)
+	if n > limit {
+		q := make([]float64, limit)
+		for i := range q {
+			q[i] = sorted[((i+1)*n+limit-1)/limit-1] // rank ⌈(i+1)·n/limit⌉
+		}
+		sorted = q
+	}
+	for i, v := range sorted {
+		sorted[i] = math.Round(v*1000) / 1000 // µs
+	}
+	return sorted
 }
 
 func (r *runs) addNote(s string) {

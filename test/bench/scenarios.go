@@ -45,8 +45,11 @@ type scenario struct {
 	// only names the one system the scenario applies to; the other gets
 	// skipNote instead of figures.
 	only, skipNote string
-	prepare        func(ctx context.Context, sys system) error
-	measure        func(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error)
+	// charted keeps each run's available count over time for the report.
+	charted bool
+	prepare func(ctx context.Context, sys system) error
+	// measure may fill tr with what the report charts besides availability.
+	measure func(ctx context.Context, sys system, rep int, note func(string, ...any), tr *trace) (metrics, error)
 }
 
 // order alternates which system goes first, so that neither always runs on
@@ -90,7 +93,15 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) error {
 				continue
 			}
 			cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics)
-			m, err := sc.measure(ctx, sys, rep, note)
+			tr := &trace{Run: rep + 1}
+			start := time.Now()
+			m, err := sc.measure(ctx, sys, rep, note, tr)
+			if sc.charted {
+				tr.Available = newAvailableSeries(sys.tracker().availableBetween(start, time.Now()), start)
+			}
+			if tr.Available != nil || tr.ClaimLatencyMs != nil {
+				runs.Traces = append(runs.Traces, tr)
+			}
 			if m == nil {
 				m = metrics{}
 			}
@@ -161,13 +172,13 @@ func settle(ctx context.Context, sys system, created0 int, timeout time.Duration
 
 func (b *bench) scenarios() []scenario {
 	return []scenario{
-		{key: "scaleup", title: "Scale-up 0 → N",
+		{key: "scaleup", title: "Scale-up 0 → N", charted: true,
 			prepare: b.ensureEmpty, measure: b.scaleUp},
 		{key: "patch", title: "A claim's parts, serial: the list, a write, the claim's write (what the webhook adds)",
 			prepare: b.ensureFull, measure: b.patchSerial},
-		{key: "burst", title: "Burst: N claims at once by A agents on a full pool",
+		{key: "burst", title: "Burst: N claims at once by A agents on a full pool", charted: true,
 			prepare: b.ensureFull, measure: b.burst},
-		{key: "sustained", title: "Sustained: open-loop claims at R/s for T",
+		{key: "sustained", title: "Sustained: open-loop claims at R/s for T", charted: true,
 			prepare: b.ensureFull, measure: b.sustained},
 		{key: "template", title: "Template change under a steady claim load",
 			only: sysSandboxSet, prepare: b.ensureFull, measure: b.templateChange,
@@ -175,7 +186,7 @@ func (b *bench) scenarios() []scenario {
 	}
 }
 
-func (b *bench) scaleUp(ctx context.Context, sys system, _ int, _ func(string, ...any)) (metrics, error) {
+func (b *bench) scaleUp(ctx context.Context, sys system, _ int, _ func(string, ...any), _ *trace) (metrics, error) {
 	t, n := sys.tracker(), b.p.N
 	created0 := sys.creations().Count()
 	t.setTarget(n)
@@ -197,7 +208,7 @@ func (b *bench) scaleUp(ctx context.Context, sys system, _ int, _ func(string, .
 // list it picks from, a write of a label that claims nothing (the admission
 // path alone, no refill), then the claim's write itself (which the
 // controller answers with a replacement).
-func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(string, ...any), _ *trace) (metrics, error) {
 	names := sys.tracker().availableNames()
 	m := metrics{}
 	timed := func(prefix string, write func(pod string, i int) error) {
@@ -225,7 +236,7 @@ func (b *bench) patchSerial(ctx context.Context, sys system, rep int, note func(
 
 // burst sends N claims at once from A agents, each claiming until the
 // claims run out, then waits for the pool to be full again.
-func (b *bench) burst(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+func (b *bench) burst(ctx context.Context, sys system, rep int, note func(string, ...any), tr *trace) (metrics, error) {
 	t, n := sys.tracker(), b.p.N
 	created0 := sys.creations().Count()
 	t.setTarget(n)
@@ -253,7 +264,9 @@ func (b *bench) burst(ctx context.Context, sys system, rep int, note func(string
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	m, ok := claimMetrics(results, note)
+	m, won := claimMetrics(results, note)
+	tr.setClaimLatencies(won)
+	ok := len(won)
 	m["claims_per_s"] = float64(ok) / elapsed.Seconds()
 	if err := b.waitRefilled(ctx, sys, ok); err != nil {
 		return m, err
@@ -271,13 +284,15 @@ func (b *bench) burst(ctx context.Context, sys system, rep int, note func(string
 // sustained fires claims on a fixed schedule, each in its own goroutine
 // whatever the earlier ones are doing (open loop), so a slow claim does not
 // slow the arrivals down and hide itself.
-func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(string, ...any), tr *trace) (metrics, error) {
 	t, n := sys.tracker(), b.p.N
 	created0 := sys.creations().Count()
 	t.setTarget(n)
 	t.resetLow()
 	results, last, err := b.openLoop(ctx, sys, b.p.Rate, int(b.p.Rate*b.p.Duration.Seconds()), nil, fmt.Sprintf("s%d", rep))
-	m, ok := claimMetrics(results, note)
+	m, won := claimMetrics(results, note)
+	tr.setClaimLatencies(won)
+	ok := len(won)
 	if err != nil {
 		return m, err
 	}
@@ -318,7 +333,7 @@ func (b *bench) openLoop(ctx context.Context, sys system, rate float64, total in
 // ready delay of them), so "all available" cannot hold while it lasts: the
 // rollout is timed until every pool Pod is at the new revision, then the
 // load stops and the time until all are also available is taken too.
-func (b *bench) templateChange(ctx context.Context, sys system, rep int, note func(string, ...any)) (metrics, error) {
+func (b *bench) templateChange(ctx context.Context, sys system, rep int, note func(string, ...any), _ *trace) (metrics, error) {
 	s, ok := sys.(*sandboxSetSystem)
 	if !ok {
 		return nil, fmt.Errorf("%s has no rolling template change", sys.name())
@@ -349,7 +364,8 @@ func (b *bench) templateChange(ctx context.Context, sys system, rep int, note fu
 	}
 	close(stop)
 	lr := <-load
-	m, okClaims := claimMetrics(lr.results, note)
+	m, won := claimMetrics(lr.results, note)
+	okClaims := len(won)
 	m["lowest_available"] = float64(t.lowest())
 	if err == nil {
 		m["rolled_s"] = rolled.Seconds()
@@ -440,8 +456,9 @@ func (b *bench) waitRefilled(ctx context.Context, sys system, ok int) error {
 }
 
 // claimMetrics summarizes claims: latencies of the successful ones, how
-// many were served warm, and why the others were not.
-func claimMetrics(results []claimResult, note func(string, ...any)) (metrics, int) {
+// many were served warm, and why the others were not. It also returns the
+// latencies of the claims won, one per claim won.
+func claimMetrics(results []claimResult, note func(string, ...any)) (metrics, []time.Duration) {
 	var lat []time.Duration
 	var ok, empty, lost, failed, attempts int
 	for _, r := range results {
@@ -475,7 +492,7 @@ func claimMetrics(results []claimResult, note func(string, ...any)) (metrics, in
 		m["writes_per_claim"] = float64(attempts) / float64(ok)
 	}
 	latencyMetrics(m, "claim", lat)
-	return m, ok
+	return m, lat
 }
 
 // checkHolders compares what the agents were told with what is stored:

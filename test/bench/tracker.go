@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,6 +60,16 @@ type tracker struct {
 	// newRev counts, by revision label, the Pods first seen since markNew:
 	// which revision the controller created them at.
 	newRev map[string]int
+	// availHistory is every change of the available count, oldest first,
+	// for the report's charts. A point is 32 bytes and a pool changes a
+	// few times per claim, so keeping the whole run costs little.
+	availHistory []availPoint
+}
+
+// availPoint is the available count from at until the next point.
+type availPoint struct {
+	at        time.Time
+	available int
 }
 
 // newTracker starts an informer on the Pods in ns matching selector.
@@ -157,6 +168,9 @@ func (t *tracker) notify() {
 		t.fullAt = now
 	}
 	t.low = min(t.low, t.c.available)
+	if n := len(t.availHistory); n == 0 || t.availHistory[n-1].available != t.c.available {
+		t.availHistory = append(t.availHistory, availPoint{at: now, available: t.c.available})
+	}
 	close(t.changed)
 	t.changed = make(chan struct{})
 }
@@ -215,6 +229,28 @@ func (t *tracker) newAt(rev string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.newRev[rev]
+}
+
+// availableBetween returns the available count over [from, to]: its value
+// at from, every change after it, and its value at to, so that the line
+// spans the whole window even when nothing changed at its ends.
+func (t *tracker) availableBetween(from, to time.Time) []availPoint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.availHistory
+	first, _ := slices.BinarySearchFunc(h, from, func(p availPoint, at time.Time) int { return p.at.Compare(at) })
+	before := 0 // nothing seen yet: no Pod available
+	if first > 0 {
+		before = h[first-1].available
+	}
+	out := []availPoint{{at: from, available: before}}
+	for _, p := range h[first:] {
+		if p.at.After(to) {
+			break
+		}
+		out = append(out, p)
+	}
+	return append(out, availPoint{at: to, available: out[len(out)-1].available})
 }
 
 func (t *tracker) lowest() int {
