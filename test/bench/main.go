@@ -79,6 +79,7 @@ type params struct {
 	Quick                 bool          `json:"quick"`
 	Long                  bool          `json:"long"`
 	Out                   string        `json:"-"`
+	Report                string        `json:"-"`
 	ReuseCluster          bool          `json:"reuseCluster"`
 	KeepCluster           bool          `json:"-"`
 }
@@ -112,6 +113,7 @@ func parseFlags(args []string) (params, error) {
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
 	fs.StringVar(&p.Out, "out", "bench-results.json", "where to write the JSON results")
+	fs.StringVar(&p.Report, "report", "bench-report.html", "where to write the HTML report with charts: a bare file name goes next to -out; empty for none")
 	fs.BoolVar(&p.ReuseCluster, "reuse-cluster", false, "use the cluster left by -keep-cluster instead of bringing one up (its profile and ready delay are what they were)")
 	fs.BoolVar(&p.KeepCluster, "keep-cluster", false, "leave the cluster up at the end")
 	if err := fs.Parse(args); err != nil {
@@ -226,6 +228,12 @@ func run(p params) (err error) {
 		return errors.Join(measureErr, err)
 	}
 	logf("results written to %s", out)
+	if report := reportPath(out, p.Report); report != "" {
+		if err := res.writeReport(report); err != nil {
+			return errors.Join(measureErr, err)
+		}
+		logf("report written to %s", report)
+	}
 	// Speed never fails a run; a double claim or an extra Pod does.
 	return errors.Join(measureErr, res.correctness())
 }
