@@ -10,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // cluster is the benchmark's own local kwok cluster, run by
@@ -158,4 +162,18 @@ func (c *cluster) pids() map[string]int {
 func (c *cluster) scaleNodes(ctx context.Context, nodes int) error {
 	_, err := c.script(ctx, "kwokctl", "scale", "node", "--replicas", strconv.Itoa(nodes))
 	return err
+}
+
+// removeFlowControl deletes what config/flowcontrol installed, so that the
+// manager's Pod writes fall back to the stock service-accounts flow schema,
+// beside the agents' claims.
+func removeFlowControl(ctx context.Context, cs kubernetes.Interface) error {
+	const name = "sandboxset-refill"
+	if err := cs.FlowcontrolV1().FlowSchemas().Delete(ctx, name, metav1.DeleteOptions{}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting FlowSchema %s: %w", name, err)
+	}
+	if err := cs.FlowcontrolV1().PriorityLevelConfigurations().Delete(ctx, name, metav1.DeleteOptions{}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting PriorityLevelConfiguration %s: %w", name, err)
+	}
+	return nil
 }

@@ -66,6 +66,9 @@ type params struct {
 	Claim             string        `json:"claim"`
 	AgentsAs          string        `json:"agentsAs"`
 	Systems           string        `json:"systems"`
+	// FlowControl keeps config/flowcontrol's priority level for the
+	// manager's Pod writes; without it they share the agents' level.
+	FlowControl bool `json:"flowControl"`
 	// ManagerMemoryLimitMiB runs the manager as in a container with this
 	// memory limit (GOMEMLIMIT at 90% of it); 0 means no limit.
 	ManagerMemoryLimitMiB int           `json:"managerMemoryLimitMiB"`
@@ -100,6 +103,7 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
 	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
 	fs.StringVar(&p.AgentsAs, "agents-as", agentsAsServiceAccount, "who agents claim as: serviceaccount (one holding config/rbac/agent_role.yaml, as in production, held to the admission policies) or admin (trusted: the policies skip it)")
+	fs.BoolVar(&p.FlowControl, "flowcontrol", true, "keep config/flowcontrol, which gives the manager's Pod writes API server seats of their own; false removes it after bring-up, so refills and claims share one priority level")
 	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")
 	fs.StringVar(&p.Systems, "systems", sysSandboxSet+","+sysReplicaSet, "comma-separated systems to run (for development: the tables need both for ratios)")
 	fs.StringVar(&p.Scenarios, "scenarios", "floor,scaleup,patch,burst,sustained,template,expiry", "comma-separated scenarios to run")
@@ -280,6 +284,11 @@ func connect(ctx context.Context, cl *cluster, p params, res *results) (*bench, 
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating a client: %w", err)
+	}
+	if !p.FlowControl {
+		if err := removeFlowControl(ctx, cs); err != nil {
+			return nil, err
+		}
 	}
 	e := &env{cfg: cfg, cs: cs, c: c, p: p, repo: cl.repo}
 	b := &bench{env: e, cl: cl, pids: cl.pids(), res: res}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,9 +23,18 @@ import (
 const (
 	podWebhook      = "mpod.agents.kruise.io"
 	webhookDuration = "apiserver_admission_webhook_admission_duration_seconds_"
+	requestDuration = "apiserver_request_duration_seconds_"
+	flowWait        = "apiserver_flowcontrol_request_wait_duration_seconds_"
 	managerOps      = "sandboxset_pod_operations_total"
 	managerRefill   = "sandboxset_claim_to_replacement_seconds_"
+	managerHandler  = "controller_runtime_webhook_latency_seconds_"
+	podWebhookPath  = "/mutate--v1-pod"
 )
+
+// The API Priority and Fairness levels whose queueing a run reports: the
+// agents' (and by default everyone's) and the manager's Pod writes'
+// (config/flowcontrol).
+var flowLevels = []string{"workload-low", "sandboxset-refill"}
 
 // counters are running totals by key.
 type counters map[string]float64
@@ -63,8 +73,12 @@ func labelValue(labels, label string) string {
 	return v
 }
 
-// webhookCounters reads webhook_<op>_seconds and webhook_<op>_calls for
-// the Pod webhook from the API server's admission histogram.
+// webhookCounters reads, from the API server's histograms:
+// webhook_<op>_seconds and webhook_<op>_calls for the Pod webhook;
+// patch_seconds and patch_calls, the server time of Pod label patches
+// (claims and the manager's relabels); and flow_<level>_seconds and
+// flow_<level>_calls, the time requests waited in a priority level's
+// queues.
 func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, error) {
 	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
@@ -83,7 +97,43 @@ func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, er
 			out["webhook_"+op+"_calls"] += v
 		}
 	})
+	if err != nil {
+		return nil, err
+	}
+	err = promLines(body, requestDuration, func(suffix, labels string, v float64) {
+		if labelValue(labels, "verb") != "PATCH" || labelValue(labels, "resource") != "pods" || labelValue(labels, "subresource") != "" {
+			return
+		}
+		addSumCount(out, "patch", suffix, v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = promLines(body, flowWait, func(suffix, labels string, v float64) {
+		level := labelValue(labels, "priority_level")
+		if slices.Contains(flowLevels, level) {
+			addSumCount(out, "flow_"+level, suffix, v)
+		}
+	})
 	return out, err
+}
+
+// addSumCount adds a histogram's _sum to <key>_seconds and its _count to
+// <key>_calls.
+func addSumCount(out counters, key, suffix string, v float64) {
+	switch suffix {
+	case "sum":
+		out[key+"_seconds"] += v
+	case "count":
+		out[key+"_calls"] += v
+	}
+}
+
+// meanMs sets m[<key>_mean_ms] from a delta's <key>_seconds and <key>_calls.
+func meanMs(m metrics, d counters, key string) {
+	if calls := d[key+"_calls"]; calls > 0 {
+		m[key+"_mean_ms"] = 1000 * d[key+"_seconds"] / calls
+	}
 }
 
 // managerCounters reads the manager's Pod writes (mgr_<operation>_<result>)
@@ -112,11 +162,14 @@ func managerCounters(ctx context.Context, addr string) (counters, error) {
 		return nil, err
 	}
 	err = promLines(body, managerRefill, func(suffix, _ string, v float64) {
-		switch suffix {
-		case "sum":
-			out["replacement_seconds"] += v
-		case "count":
-			out["replacement_count"] += v
+		addSumCount(out, "replacement", suffix, v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = promLines(body, managerHandler, func(suffix, labels string, v float64) {
+		if labelValue(labels, "webhook") == podWebhookPath {
+			addSumCount(out, "handler", suffix, v)
 		}
 	})
 	return out, err
@@ -142,19 +195,23 @@ func startSelfMeter(ctx context.Context, cs kubernetes.Interface, managerAddr st
 }
 
 // stop adds the deltas: webhook_<op>_calls and webhook_<op>_mean_ms;
-// mgr_<operation>_<result>, mgr_writes and mgr_writes_refused; and
+// patch_mean_ms, the API server's mean time per Pod label patch;
+// flow_<level>_mean_ms, the mean queueing in a priority level;
+// mgr_<operation>_<result>, mgr_writes and mgr_writes_refused;
 // replacement_mean_ms, the manager's mean time from a claim to its
-// replacement's creation.
+// replacement's creation; and handler_mean_ms, the manager's own time per
+// Pod webhook call, the part of the webhook's latency spent in it.
 func (s *selfMeter) stop(ctx context.Context, m metrics) {
 	if s.hooks != nil {
 		if after, err := webhookCounters(ctx, s.cs); err == nil {
 			d := delta(s.hooks, after)
 			for _, op := range []string{"create", "update"} {
-				calls := d["webhook_"+op+"_calls"]
-				m["webhook_"+op+"_calls"] = calls
-				if calls > 0 {
-					m["webhook_"+op+"_mean_ms"] = 1000 * d["webhook_"+op+"_seconds"] / calls
-				}
+				m["webhook_"+op+"_calls"] = d["webhook_"+op+"_calls"]
+				meanMs(m, d, "webhook_"+op)
+			}
+			meanMs(m, d, "patch")
+			for _, level := range flowLevels {
+				meanMs(m, d, "flow_"+level)
 			}
 		}
 	}
@@ -173,9 +230,8 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 				}
 			}
 			m["mgr_writes"], m["mgr_writes_refused"] = writes, refused
-			if n := d["replacement_count"]; n > 0 {
-				m["replacement_mean_ms"] = 1000 * d["replacement_seconds"] / n
-			}
+			meanMs(m, d, "replacement")
+			meanMs(m, d, "handler")
 		}
 	}
 }
