@@ -45,8 +45,8 @@ const (
 	profileDefault = "default" // the control plane components' own client QPS limits
 	profileNoQPS   = "noqps"   // kwokctl --disable-qps-limits
 
-	claimPicker = "picker" // SandboxSet claims through one shared claim.Picker
-	claimList   = "list"   // SandboxSet claims through claim.Client.Claim
+	claimPicker = "picker" // agents share one watch of their pool (claim.Picker for a SandboxSet)
+	claimList   = "list"   // every try lists the pool (claim.Client.Claim for a SandboxSet)
 )
 
 // params are the run's knobs, recorded with its results.
@@ -101,7 +101,7 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.Profile, "profile", profileDefault, "control plane profile: default (components' own client QPS limits) or noqps (kwokctl --disable-qps-limits)")
 	fs.IntVar(&p.CreateParallelism, "create-parallelism", 64, "the floor's raw loop: creations in flight")
 	fs.StringVar(&p.ClusterName, "cluster-name", "sandboxset-bench", "kwok cluster name")
-	fs.StringVar(&p.Claim, "claim", claimPicker, "how SandboxSet agents pick: picker (one claim.Picker shared by the agents, fed by a watch) or list (claim.Client.Claim, a fresh list per try)")
+	fs.StringVar(&p.Claim, "claim", claimPicker, "how agents pick a Pod, for both systems: picker (one watch of the pool shared by the agents; for the SandboxSet, claim.Picker) or list (a fresh list per try; for the SandboxSet, claim.Client.Claim)")
 	fs.StringVar(&p.AgentsAs, "agents-as", agentsAsServiceAccount, "who agents claim as: serviceaccount (one holding config/rbac/agent_role.yaml, as in production, held to the admission policies) or admin (trusted: the policies skip it)")
 	fs.BoolVar(&p.FlowControl, "flowcontrol", true, "keep config/flowcontrol, which gives the manager's Pod writes API server seats of their own; false removes it after bring-up, so refills and claims share one priority level")
 	fs.IntVar(&p.ManagerMemoryLimitMiB, "manager-memory-limit-mib", 0, "run the manager as in a container with this memory limit: GOMEMLIMIT at 90% of it, as the manager sets from its cgroup; 0 means none")

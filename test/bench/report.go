@@ -528,8 +528,9 @@ func (r *results) printTables(w io.Writer) {
 	}
 	fmt.Fprintf(w, "N=%d  agents A=%d  sustained %g/s for %s  template-change load %g/s  repeat %d (median (min–max))\n",
 		p.N, p.Agents, p.Rate, p.Duration, p.TemplateRate, p.Repeat)
-	fmt.Fprintf(w, "claims: sandboxset agents pick through %s; replicaset agents list the warm Pods on every try\n", map[string]string{
-		claimPicker: "one shared claim.Picker (a watch)", claimList: "claim.Client.Claim (a fresh list per try)"}[p.Claim])
+	fmt.Fprintf(w, "claims: %s\n", map[string]string{
+		claimPicker: "both systems' agents pick from one shared watch of their pool (sandboxset: claim.Picker)",
+		claimList:   "both systems' agents list the pool on every try (sandboxset: claim.Client.Claim)"}[p.Claim])
 
 	floor := map[string]spread{}
 	if r.Floor != nil {

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -328,14 +330,17 @@ const (
 	rsClaimPrefix = "claimed-"
 )
 
-type replicaSetSystem struct{ base }
+type replicaSetSystem struct {
+	base
+	shared *sharedPicker // with -claim picker: the pool's warm Pods from the tracker's watch
+}
 
 func newReplicaSetSystem(ctx context.Context, e *env) (*replicaSetSystem, error) {
 	ns, err := createNamespace(ctx, e.cs, "bench-rs-")
 	if err != nil {
 		return nil, err
 	}
-	r := &replicaSetSystem{base{env: e, ns: ns, pool: "pool"}}
+	r := &replicaSetSystem{base: base{env: e, ns: ns, pool: "pool"}}
 	if r.agent, r.agentCS, err = agentClients(ctx, e, ns); err != nil {
 		return nil, err
 	}
@@ -353,6 +358,9 @@ func newReplicaSetSystem(ctx context.Context, e *env) (*replicaSetSystem, error)
 	}
 	if err := r.track(ctx, sysReplicaSet, "app="+r.pool, classifyReplica); err != nil {
 		return nil, err
+	}
+	if e.p.Claim == claimPicker {
+		r.shared = newSharedPicker(r.t)
 	}
 	return r, nil
 }
@@ -378,14 +386,18 @@ func (r *replicaSetSystem) scale(ctx context.Context, replicas int) error {
 	return nil
 }
 
-// claim is the hand-built warm pool's claim: list the warm Pods (whole
-// Pods, since readiness is only in the status), pick a Ready one at random,
-// relabel it. It mirrors the claim package: each try picks from a fresh
-// list, and at most maxAttempts writes are sent.
+// claim is the hand-built warm pool's claim: pick a Ready warm Pod at
+// random and relabel it, at most maxAttempts writes, like the claim package.
+// With -claim picker the agents pick from one shared watch of the pool, as
+// the SandboxSet's agents do through claim.Picker; with -claim list each try
+// lists the warm Pods (whole Pods, since readiness is only in the status).
 func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResult) {
 	start := time.Now()
 	res.id = id
 	defer func() { res.latency = time.Since(start) }()
+	if r.shared != nil {
+		return r.claimShared(ctx, id, res)
+	}
 	for res.attempts < maxAttempts {
 		list, err := r.agentCS.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + r.pool + "," + rsPoolLabel + "=" + rsWarm})
 		if err != nil {
@@ -410,6 +422,31 @@ func (r *replicaSetSystem) claim(ctx context.Context, id string) (res claimResul
 			return res
 		}
 		if !lostReplicaRace(err) {
+			res.err = err
+			return res
+		}
+	}
+	res.lost = true
+	return res
+}
+
+// claimShared claims through the shared picker. A lost race keeps the Pod
+// taken: it is someone else's, and the watch will show it leaving.
+func (r *replicaSetSystem) claimShared(ctx context.Context, id string, res claimResult) claimResult {
+	for res.attempts < maxAttempts {
+		pod := r.shared.take()
+		if pod == "" {
+			res.empty = true
+			return res
+		}
+		res.attempts++
+		err := r.patchOnly(ctx, pod, id)
+		if err == nil {
+			res.pod = pod
+			return res
+		}
+		if !lostReplicaRace(err) {
+			r.shared.release(pod)
 			res.err = err
 			return res
 		}
@@ -453,6 +490,46 @@ func lostReplicaRace(err error) bool {
 		return true
 	}
 	return false
+}
+
+// sharedPicker hands each warm Pod the tracker's watch shows to at most
+// one claim at a time, as claim.Picker does for a SandboxSet.
+type sharedPicker struct {
+	t     *tracker
+	mu    sync.Mutex
+	taken map[string]bool // picked, and not yet seen leaving the warm Pods
+}
+
+func newSharedPicker(t *tracker) *sharedPicker {
+	return &sharedPicker{t: t, taken: map[string]bool{}}
+}
+
+// take returns a random warm Pod no other claim holds, or "" if there is none.
+func (p *sharedPicker) take() string {
+	warm := p.t.availableNames()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	stillWarm := make(map[string]bool, len(warm))
+	var free []string
+	for _, name := range warm {
+		stillWarm[name] = true
+		if !p.taken[name] {
+			free = append(free, name)
+		}
+	}
+	maps.DeleteFunc(p.taken, func(name string, _ bool) bool { return !stillWarm[name] })
+	if len(free) == 0 {
+		return ""
+	}
+	name := free[rand.IntN(len(free))]
+	p.taken[name] = true
+	return name
+}
+
+func (p *sharedPicker) release(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.taken, name)
 }
 
 func (r *replicaSetSystem) claimed(ctx context.Context) (map[string]claimedPod, error) {
