@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	"github.com/sandboxset/warmpool/api/claim"
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
@@ -227,11 +229,13 @@ func parallel(ctx context.Context, width, n int, f func(context.Context, int) er
 
 // --- 10,000 pool Pods ------------------------------------------------------
 
-// rss10k fills pools totalling -rss10k-pods (10,000) Pods and reads the manager's memory
-// once they are all available: its cache must not grow with them.
+// rss10k fills pools of -rss10k-pool-size totalling -rss10k-pods (10,000)
+// Pods and reads the manager's memory once they are all available: its
+// cache must not grow with them. With -rss10k-claim-rate it then claims
+// from them, spread over the pools.
 func (b *bench) rss10k(ctx context.Context) (metrics, error) {
-	const perPool, podsPerNode = 1000, 110
-	total := b.p.RSSPods
+	const podsPerNode = 110
+	perPool, total := b.p.RSSPoolSize, b.p.RSSPods
 	pools := (total + perPool - 1) / perPool
 	// Room for these, the two benchmark pools and what they hold, with slack.
 	nodes := max(b.p.Nodes, (total+4*b.p.N)/podsPerNode+10)
@@ -276,5 +280,60 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 	m["available"] = float64(t.counts().available)
 	cost.stop(m)
 	controllerCost(m, procManager)
-	return m, err
+	if err != nil || b.p.RSSClaimRate <= 0 {
+		return m, err
+	}
+	return m, b.spreadClaims(ctx, ns, pools, m)
+}
+
+// spreadClaims sends claims at -rss10k-claim-rate for -duration, open loop,
+// each to a pool picked at random, through one claim.Picker per pool as an
+// agent gateway would, as a ServiceAccount bound to the agent Role. It adds
+// the claims' figures under spread_*, and the manager's CPU per claim won.
+func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metrics) error {
+	agent, _, err := agentClients(ctx, b.env, ns)
+	if err != nil {
+		return err
+	}
+	claims := claim.New(agent)
+	pickers := make([]*claim.Picker, pools)
+	for i := range pickers {
+		if pickers[i], err = claims.NewPicker(ctx, ns, fmt.Sprintf("pool-%d", i)); err != nil {
+			return fmt.Errorf("starting a claim picker on %s/pool-%d: %w", ns, i, err)
+		}
+		defer pickers[i].Stop()
+	}
+	claimOne := func(ctx context.Context, id string) claimResult {
+		start := time.Now()
+		sbx, err := pickers[rand.IntN(pools)].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
+		return sandboxClaimResult(id, start, sbx, err)
+	}
+	cost := startCost(b.pids)
+	results, _, err := b.openLoop(ctx, claimOne, b.p.RSSClaimRate, int(b.p.RSSClaimRate*b.p.Duration.Seconds()), nil, "spread")
+	load := metrics{}
+	cost.stop(load)
+	controllerCost(load, procManager)
+	cm, _ := claimMetrics(results, func(format string, args ...any) { logf("rss10k: "+format, args...) })
+	for k, v := range cm {
+		m["spread_"+k] = v
+	}
+	if won := cm["claims_ok"]; won > 0 {
+		m["spread_ctrl_cpu_ms_per_claim"] = 1000 * load["ctrl_cpu_s"] / won
+	}
+	m["spread_ctrl_rss_mib"] = load["ctrl_rss_mib"]
+	won := map[string]bool{}
+	m["spread_double_claims"] = 0
+	for _, r := range results {
+		if r.pod == "" {
+			continue
+		}
+		if won[r.pod] {
+			m["spread_double_claims"]++
+		}
+		won[r.pod] = true
+	}
+	if n := m["spread_double_claims"]; n > 0 && err == nil {
+		err = fmt.Errorf("%g Pods were won by two claims", n)
+	}
+	return err
 }

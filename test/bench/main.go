@@ -79,6 +79,8 @@ type params struct {
 	RSS10k                bool          `json:"rss10k"`
 	RSSTimeout            time.Duration `json:"rss10kTimeoutNanoseconds"`
 	RSSPods               int           `json:"rss10kPods"`
+	RSSPoolSize           int           `json:"rss10kPoolSize"`
+	RSSClaimRate          float64       `json:"rss10kClaimRatePerSecond"`
 	Quick                 bool          `json:"quick"`
 	Long                  bool          `json:"long"`
 	Out                   string        `json:"-"`
@@ -113,6 +115,8 @@ func parseFlags(args []string) (params, error) {
 	fs.DurationVar(&p.WaitTimeout, "wait-timeout", 5*time.Minute, "the deadline of every single wait")
 	fs.BoolVar(&p.RSS10k, "rss10k", false, "also fill pools totalling 10,000 Pods and report the manager's memory (slow)")
 	fs.IntVar(&p.RSSPods, "rss10k-pods", 10000, "-rss10k: how many pool Pods in all, in pools of at most 1,000")
+	fs.IntVar(&p.RSSPoolSize, "rss10k-pool-size", 1000, "-rss10k: Pods per pool, e.g. 100 for 100 pools of 100, or 5000 with -rss10k-pods 5000 for one pool at the default ceiling")
+	fs.Float64Var(&p.RSSClaimRate, "rss10k-claim-rate", 0, "-rss10k: once all are available, claims per second for -duration, each to a pool picked at random; 0 for none")
 	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
@@ -162,6 +166,8 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-manager-memory-limit-mib must not be negative")
 	case p.ReadyDelay < 0:
 		return p, errors.New("-ready-delay must not be negative")
+	case p.RSSPoolSize < 1 || p.RSSClaimRate < 0:
+		return p, errors.New("-rss10k-pool-size must be at least 1 and -rss10k-claim-rate not negative")
 	}
 	return p, nil
 }

@@ -450,6 +450,13 @@ var rssRows = []row{
 	{key: "ctrl_peak_rss_mib", label: "manager peak RSS", unit: "MiB"},
 	{key: "ctrl_cpu_s", label: "manager CPU", unit: "s"},
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
+	{key: "spread_claims", label: "claims spread over the pools (-rss10k-claim-rate)", unit: "n"},
+	{key: "spread_claim_p50_ms", label: "  claim latency p50", unit: "ms"},
+	{key: "spread_claim_p99_ms", label: "  claim latency p99", unit: "ms"},
+	{key: "spread_warm_fraction", label: "  served warm", unit: "%"},
+	{key: "spread_ctrl_cpu_ms_per_claim", label: "  manager CPU per claim won", unit: "ms"},
+	{key: "spread_ctrl_rss_mib", label: "  manager RSS after the claims", unit: "MiB"},
+	{key: "spread_double_claims", label: "  Pods won by two claims", unit: "n"},
 }
 
 // fmtValue formats one number in its unit.

@@ -289,7 +289,7 @@ func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(st
 	created0 := sys.creations().Count()
 	t.setTarget(n)
 	t.resetLow()
-	results, last, err := b.openLoop(ctx, sys, b.p.Rate, int(b.p.Rate*b.p.Duration.Seconds()), nil, fmt.Sprintf("s%d", rep))
+	results, last, err := b.openLoop(ctx, sys.claim, b.p.Rate, int(b.p.Rate*b.p.Duration.Seconds()), nil, fmt.Sprintf("s%d", rep))
 	m, won := claimMetrics(results, note)
 	tr.setClaimLatencies(won)
 	ok := len(won)
@@ -311,13 +311,13 @@ func (b *bench) sustained(ctx context.Context, sys system, rep int, note func(st
 
 // openLoop fires up to total claims at rate per second until stop closes,
 // and returns them with the time of the last arrival.
-func (b *bench) openLoop(ctx context.Context, sys system, rate float64, total int, stop <-chan struct{}, prefix string) ([]claimResult, time.Time, error) {
+func (b *bench) openLoop(ctx context.Context, claim func(context.Context, string) claimResult, rate float64, total int, stop <-chan struct{}, prefix string) ([]claimResult, time.Time, error) {
 	claimCtx, cancel := context.WithTimeout(ctx, b.p.WaitTimeout)
 	defer cancel()
 	results := make([]claimResult, 0, total)
 	var mu sync.Mutex
 	last := paced(ctx, rate, total, stop, func(i int) {
-		r := sys.claim(claimCtx, fmt.Sprintf("%s-c%d", prefix, i))
+		r := claim(claimCtx, fmt.Sprintf("%s-c%d", prefix, i))
 		mu.Lock()
 		results = append(results, r)
 		mu.Unlock()
@@ -352,7 +352,7 @@ func (b *bench) templateChange(ctx context.Context, sys system, rep int, note fu
 	// allows within the wait timeout.
 	total := int(b.p.TemplateRate * b.p.WaitTimeout.Seconds())
 	go func() {
-		r, _, err := b.openLoop(ctx, sys, b.p.TemplateRate, total, stop, fmt.Sprintf("t%d", rep))
+		r, _, err := b.openLoop(ctx, sys.claim, b.p.TemplateRate, total, stop, fmt.Sprintf("t%d", rep))
 		load <- loadResult{r, err}
 	}()
 	start := time.Now()

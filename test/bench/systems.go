@@ -232,6 +232,12 @@ func (s *sandboxSetSystem) claim(ctx context.Context, id string) claimResult {
 	} else {
 		sbx, err = s.claims.Claim(ctx, s.ns, s.pool, id, opts)
 	}
+	return sandboxClaimResult(id, start, sbx, err)
+}
+
+// sandboxClaimResult records a claim through the claim package, started at
+// start: an empty pool and lost races are outcomes, not errors.
+func sandboxClaimResult(id string, start time.Time, sbx *claim.Sandbox, err error) claimResult {
 	r := claimResult{id: id, latency: time.Since(start), err: err}
 	switch {
 	case err == nil:
