@@ -567,7 +567,11 @@ func printSingleRuns(w io.Writer, title, key string, rows []row, x *runs) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\tvalue\t")
 	for _, row := range rows {
-		fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(x.Summary[row.key], row.unit))
+		sp, measured := x.Summary[row.key]
+		if !measured {
+			continue // e.g. the spread claims of a run without -rss10k-claim-rate
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(sp, row.unit))
 	}
 	_ = tw.Flush()
 	printIssues(w, key, x)
