@@ -89,13 +89,7 @@ func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, er
 		if labelValue(labels, "name") != podWebhook {
 			return
 		}
-		op := strings.ToLower(labelValue(labels, "operation"))
-		switch suffix {
-		case "sum":
-			out["webhook_"+op+"_seconds"] += v
-		case "count":
-			out["webhook_"+op+"_calls"] += v
-		}
+		addSumCount(out, "webhook_"+strings.ToLower(labelValue(labels, "operation")), suffix, v)
 	})
 	if err != nil {
 		return nil, err
