@@ -6,6 +6,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -52,15 +55,34 @@ func poolSelector(sandboxSet string) labels.Selector {
 	return labels.NewSelector().Add(*sbs, *unclaimed)
 }
 
-// CacheOptions returns the cache settings the controller relies on: only pool
-// Pods, each trimmed to what the controller reads.
+// CacheOptions returns the cache settings the controllers rely on: only
+// pool Pods, each trimmed to what the controllers read; only the pools'
+// NetworkPolicies; only the API server's own EndpointSlices; and Services
+// trimmed to their selectors and ports.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: PoolPodSelector(), Transform: TrimPod},
+			&corev1.Pod{}:                 {Label: PoolPodSelector(), Transform: TrimPod},
+			&networkingv1.NetworkPolicy{}: {Label: PoolPodSelector()},
+			&discoveryv1.EndpointSlice{}: {
+				Namespaces: map[string]cache.Config{metav1.NamespaceDefault: {}},
+				Label:      labels.SelectorFromSet(labels.Set(apiServerSliceLabels)),
+			},
+			&corev1.Service{}: {Transform: trimService},
 		},
 	}
+}
+
+// trimService keeps what a pool's NetworkPolicy reads of a Service: its
+// identity, selector and ports.
+func trimService(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	meta := metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID, ResourceVersion: svc.ResourceVersion}
+	return &corev1.Service{TypeMeta: svc.TypeMeta, ObjectMeta: meta, Spec: corev1.ServiceSpec{Selector: svc.Spec.Selector, Ports: svc.Spec.Ports}}, nil
 }
 
 // TrimPod keeps only the Pod fields the controller reads: identity, the

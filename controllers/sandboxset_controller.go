@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,9 @@ type Options struct {
 	// ExpectationTTL is how long a creation or deletion may go unseen in the
 	// cache before the controller stops counting on it.
 	ExpectationTTL time.Duration
+	// BlockedCIDRs are the addresses a pool's NetworkPolicy keeps sandboxes
+	// from, beside other Pods and the API server (DefaultBlockedCIDRs).
+	BlockedCIDRs []netip.Prefix
 }
 
 // A failed pass, and a pool whose creations were refused, retries after

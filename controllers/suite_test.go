@@ -101,6 +101,10 @@ func startManager(tune ...func(*Options)) func() {
 	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
 	expiry := &ExpiryReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sandbox-expiry-controller")}
 	Expect(expiry.SetupWithManager(mgr, 4)).To(Succeed())
+	blocked, err := ParseCIDRs(DefaultBlockedCIDRs)
+	Expect(err).NotTo(HaveOccurred())
+	network := &NetworkPolicyReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("sandboxset-network-controller"), BlockedCIDRs: blocked}
+	Expect(network.SetupWithManager(ctx, mgr, 4)).To(Succeed())
 	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -59,6 +60,103 @@ type SandboxSetSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy SandboxSetUpdateStrategy `json:"updateStrategy,omitzero"`
+
+	// Network says what the pool's sandboxes may reach and what may reach
+	// them. By default the operator keeps a NetworkPolicy for the pool that
+	// admits no ingress and lets sandboxes reach only cluster DNS and the
+	// internet: no other Pod, not the API server, not link-local or
+	// metadata addresses, no private range.
+	// +kubebuilder:default={}
+	// +optional
+	Network SandboxNetwork `json:"network,omitzero"`
+
+	// MaxHeldPerIdentity is how many of this pool's sandboxes one identity
+	// (the user the API server authenticates, e.g. a ServiceAccount) may hold
+	// at once, cold claims included. A claim past it is refused; releasing a
+	// sandbox makes room. Unset means no limit.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxHeldPerIdentity *int32 `json:"maxHeldPerIdentity,omitempty"`
+}
+
+// NetworkPolicyMode says whether the operator keeps a pool's NetworkPolicy.
+// +kubebuilder:validation:Enum=Managed;None
+type NetworkPolicyMode string
+
+const (
+	// NetworkPolicyManaged: the operator keeps a NetworkPolicy for the pool.
+	NetworkPolicyManaged NetworkPolicyMode = "Managed"
+	// NetworkPolicyNone: the operator keeps none, and deletes the one it made.
+	NetworkPolicyNone NetworkPolicyMode = "None"
+)
+
+// SandboxNetwork is a pool's network isolation. The operator writes it as
+// one standard NetworkPolicy, named <sandboxset>-sandboxes, that selects
+// every Pod of the pool, warm or claimed, by its agents.kruise.io/sandboxset
+// label. NetworkPolicies add up: another policy that selects these Pods can
+// only let more traffic through.
+type SandboxNetwork struct {
+	// Policy is Managed (the default), for the operator's NetworkPolicy, or
+	// None, for none: then nothing the operator makes limits the pool's
+	// network, and the policy it made before is deleted.
+	// +kubebuilder:default=Managed
+	// +optional
+	Policy NetworkPolicyMode `json:"policy,omitempty"`
+
+	// Ingress lists who may reach the sandboxes, as NetworkPolicy ingress
+	// rules (e.g. from a gateway's Pods, on one port). Empty means nobody:
+	// not other sandboxes, not other Pods.
+	// +optional
+	Ingress []networkingv1.NetworkPolicyIngressRule `json:"ingress,omitempty"`
+
+	// Egress lists more that the sandboxes may reach, as NetworkPolicy
+	// egress rules (e.g. a CIDR on one port), beside cluster DNS and, unless
+	// Internet is false, the internet.
+	// +optional
+	Egress []networkingv1.NetworkPolicyEgressRule `json:"egress,omitempty"`
+
+	// EgressToServices lists Services whose Pods the sandboxes may reach, on
+	// the Services' target ports. The operator follows each Service's
+	// selector and ports; a Service that does not exist, or has no selector,
+	// admits nothing until it does.
+	// +listType=map
+	// +listMapKey=namespace
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	EgressToServices []ServiceReference `json:"egressToServices,omitempty"`
+
+	// Internet lets the sandboxes reach public addresses: every address but
+	// the private, link-local, loopback and reserved ranges and the API
+	// server's own. Defaults to true.
+	// +kubebuilder:default=true
+	// +optional
+	Internet *bool `json:"internet,omitempty"`
+}
+
+// ServiceReference names a Service.
+type ServiceReference struct {
+	// Namespace is the Service's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +required
+	Namespace string `json:"namespace"`
+	// Name is the Service's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +required
+	Name string `json:"name"`
+}
+
+// NetworkPolicyEnabled says whether the operator keeps the pool's
+// NetworkPolicy: unless the pool turns it off, it does.
+func (n *SandboxNetwork) NetworkPolicyEnabled() bool {
+	return n.Policy != NetworkPolicyNone
+}
+
+// InternetAllowed is Internet, or true, its default, when unset.
+func (n *SandboxNetwork) InternetAllowed() bool {
+	return n.Internet == nil || *n.Internet
 }
 
 // DesiredReplicas is spec.replicas, or 1, its default, when unset: the API

@@ -1,9 +1,11 @@
 // Command crdtrim is a step of make manifests: it removes the field
-// descriptions inside the SandboxSet CRD's embedded Pod template, and keeps
+// descriptions inside the SandboxSet CRD's embedded Kubernetes types (the
+// Pod template, and the NetworkPolicy rules of spec.network), and keeps
 // the descriptions of the SandboxSet's own fields, so that kubectl explain
 // documents them while the CRD stays small enough for a client-side
 // kubectl apply (its last-applied annotation is limited to 256 KiB). The
-// Pod template's fields are documented by kubectl explain pod.
+// embedded types' fields are documented by kubectl explain pod and
+// kubectl explain networkpolicy.
 //
 //	go run ./cmd/crdtrim config/crd/bases/agents.kruise.io_sandboxsets.yaml
 package main
@@ -47,6 +49,17 @@ func trim(path string) error {
 		}
 		for _, field := range template {
 			dropDescriptions(field)
+		}
+		network, ok := dig(v, "schema", "openAPIV3Schema", "properties", "spec", "properties", "network", "properties").(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: no spec.network in the schema", path)
+		}
+		for _, rules := range []string{"ingress", "egress"} {
+			items := dig(network, rules, "items")
+			if items == nil {
+				return fmt.Errorf("%s: no spec.network.%s items in the schema", path, rules)
+			}
+			dropDescriptions(items)
 		}
 	}
 	out, err := yaml.Marshal(crd)

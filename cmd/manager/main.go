@@ -61,10 +61,11 @@ type options struct {
 	maxReplicas       int
 	enableWebhooks    bool
 	enableControllers bool
+	blockedCIDRs      []string
 }
 
 func main() {
-	var o options
+	o := options{blockedCIDRs: controllers.DefaultBlockedCIDRs}
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&o.metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS (with a certificate made at start), only to callers the API server authenticates and authorizes for GET /metrics. Needs RBAC to create TokenReviews and SubjectAccessReviews (config/rbac/metrics_auth_role.yaml).")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
@@ -89,6 +90,11 @@ func main() {
 	flag.IntVar(&o.maxReplicas, "max-replicas", 5000, "The largest spec.replicas a SandboxSet may ask for.")
 	flag.BoolVar(&o.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the SandboxSet controller.")
+	flag.Func("sandbox-blocked-cidrs", "Comma-separated CIDRs that sandboxes may not reach through a pool's NetworkPolicy, beside other Pods and the API server; replaces the default ("+
+		strings.Join(controllers.DefaultBlockedCIDRs, ",")+"). Add your Pod, Service and node ranges if they are public addresses.", func(s string) error {
+		o.blockedCIDRs = strings.Split(s, ",")
+		return nil
+	})
 	zapOpts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -104,6 +110,10 @@ func run(ctx context.Context, o options) error {
 	log := ctrl.Log.WithName("setup")
 	if err := o.validate(); err != nil {
 		return err
+	}
+	var err error
+	if o.controller.BlockedCIDRs, err = controllers.ParseCIDRs(o.blockedCIDRs); err != nil {
+		return fmt.Errorf("--sandbox-blocked-cidrs: %w", err)
 	}
 	setMemoryLimit(log)
 	scheme := runtime.NewScheme()
