@@ -3,10 +3,7 @@ package webhooks
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,6 +30,8 @@ type EvictionWebhook struct {
 	ManagerUsername string
 	// Params is the ConfigMap the pool-pods policy reads its adminGroups from.
 	Params types.NamespacedName
+
+	trust *trust
 }
 
 var _ admission.Validator[*policyv1.Eviction] = &EvictionWebhook{}
@@ -70,8 +69,10 @@ func (w *EvictionWebhook) ValidateCreate(ctx context.Context, eviction *policyv1
 	if holder != "" && (holderUser == "" || holderUser == req.UserInfo.Username) {
 		return nil, nil
 	}
-	trusted, err := w.trusted(ctx, req.UserInfo)
-	if err != nil || trusted {
+	if req.UserInfo.Username == w.ManagerUsername {
+		return nil, nil
+	}
+	if admin, err := w.trust.isAdmin(ctx, req.UserInfo); err != nil || admin {
 		return nil, err
 	}
 	if holder != "" {
@@ -82,28 +83,6 @@ func (w *EvictionWebhook) ValidateCreate(ctx context.Context, eviction *policyv1
 	return nil, apierrors.NewForbidden(podResource, pod.Name, fmt.Errorf(
 		"rule warm-delete: %s is a warm sandbox of SandboxSet %s; only the SandboxSet controller and the cluster's own controllers evict warm sandboxes",
 		pod.Name, pool))
-}
-
-// trusted says whether the pool-pods policy exempts user: the same test as
-// its "trusted" variable.
-func (w *EvictionWebhook) trusted(ctx context.Context, user authenticationv1.UserInfo) (bool, error) {
-	if user.Username == w.ManagerUsername || isControlPlane(user) {
-		return true, nil
-	}
-	params := &corev1.ConfigMap{}
-	if err := w.APIReader.Get(ctx, w.Params, params); err != nil {
-		return false, apierrors.NewInternalError(fmt.Errorf("reading the admission parameters %s: %w", w.Params, err))
-	}
-	admins := strings.Split(params.Data["adminGroups"], ",")
-	return slices.ContainsFunc(user.Groups, func(g string) bool { return slices.Contains(admins, g) }), nil
-}
-
-// isControlPlane reports whether the user is one of the cluster's own
-// components or a cluster admin.
-func isControlPlane(user authenticationv1.UserInfo) bool {
-	return strings.HasPrefix(user.Username, "system:serviceaccount:kube-system:") ||
-		user.Username == "system:kube-controller-manager" || user.Username == "system:kube-scheduler" ||
-		slices.Contains(user.Groups, "system:masters") || slices.Contains(user.Groups, "system:nodes")
 }
 
 // ValidateUpdate is never called: the webhook is registered for CREATE.
@@ -118,5 +97,6 @@ func (w *EvictionWebhook) ValidateDelete(context.Context, *policyv1.Eviction) (a
 
 // SetupWithManager registers the eviction webhook.
 func (w *EvictionWebhook) SetupWithManager(mgr ctrl.Manager) error {
+	w.trust = &trust{apiReader: w.APIReader, params: w.Params}
 	return ctrl.NewWebhookManagedBy(mgr, &policyv1.Eviction{}).WithValidator(w).Complete()
 }

@@ -22,7 +22,8 @@ type Options struct {
 
 // SetupWithManager registers all of the operator's webhooks: SandboxSet
 // defaulting and validation, the Pod webhook that stamps new Pods and
-// judges claims, and the eviction webhook.
+// judges claims, the eviction webhook, and the webhook that keeps exec,
+// attach, port-forward and proxy to a sandbox its holder's.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
@@ -33,6 +34,10 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	eviction := &EvictionWebhook{APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, Params: o.AdmissionParams}
 	if err := eviction.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the eviction webhook: %w", err)
+	}
+	connect := &ConnectWebhook{APIReader: mgr.GetAPIReader(), Params: o.AdmissionParams}
+	if err := connect.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the exec, attach, port-forward and proxy webhook: %w", err)
 	}
 	return nil
 }

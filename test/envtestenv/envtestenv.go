@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -295,7 +297,10 @@ func (e *Env) Stop() error {
 }
 
 // UserConfig is a rest.Config for a user the API server authenticates by
-// client certificate, in the given groups.
+// client certificate, in the given groups, and nothing else: it holds no
+// admin credential. It asks the API server who it is (a SelfSubjectReview)
+// before it returns, so a test that acts as an agent cannot run as an
+// admin by mistake.
 func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
 	user, err := e.Environment.AddUser(envtest.User{Name: name, Groups: groups}, nil)
 	if err != nil {
@@ -303,7 +308,27 @@ func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
 	}
 	cfg := user.Config()
 	cfg.QPS, cfg.Burst = 1000, 2000
+	if err := ExpectIdentity(context.Background(), cfg, name); err != nil {
+		return nil, err
+	}
 	return cfg, nil
+}
+
+// ExpectIdentity asks the API server whom cfg authenticates as, and fails
+// unless it is username.
+func ExpectIdentity(ctx context.Context, cfg *rest.Config, username string) error {
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating a clientset: %w", err)
+	}
+	review, err := clientset.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("asking the API server who %s is: %w", username, err)
+	}
+	if got := review.Status.UserInfo.Username; got != username {
+		return fmt.Errorf("the credentials for %s authenticate as %q (groups %v)", username, got, review.Status.UserInfo.Groups)
+	}
+	return nil
 }
 
 // UserClient is a client, straight to the API server, acting as the user.
@@ -341,6 +366,40 @@ func (e *Env) BindAgentRole(ctx context.Context, ns, user string) error {
 		return fmt.Errorf("creating the agent Role: %w", err)
 	}
 	return e.BindRole(ctx, ns, role.Name, user)
+}
+
+// WideAgentRules are what a careless platform grants an agent beside the
+// built-in edit ClusterRole (which already grants most Pod writes, exec,
+// attach, port-forward and proxy): every Pod subresource, explicitly, so
+// that RBAC is never what refuses an attack.
+var WideAgentRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"pods/status", "pods/ephemeralcontainers", "pods/resize", "pods/binding"}, Verbs: []string{"get", "create", "update", "patch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods/eviction", "pods/exec", "pods/attach", "pods/portforward", "pods/proxy"}, Verbs: []string{"get", "create"}},
+	{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+}
+
+// BindWideAgentRoles grants the user, in ns, the example agent Role, the
+// built-in edit ClusterRole and WideAgentRules.
+func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
+	if err := e.BindAgentRole(ctx, ns, user); err != nil {
+		return err
+	}
+	wide := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "wide-agent"}, Rules: WideAgentRules}
+	if err := client.IgnoreAlreadyExists(e.Admin.Create(ctx, wide)); err != nil {
+		return fmt.Errorf("creating the wide agent Role: %w", err)
+	}
+	if err := e.BindRole(ctx, ns, wide.Name, user); err != nil {
+		return err
+	}
+	edit := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edit-" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}
+	if err := e.Admin.Create(ctx, edit); err != nil {
+		return fmt.Errorf("binding the edit ClusterRole to %s: %w", user, err)
+	}
+	return nil
 }
 
 // BindRole binds the Role named role in ns to the user.

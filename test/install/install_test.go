@@ -345,7 +345,7 @@ func expectCABundle(ctx context.Context, g Gomega, cas ...[]byte) {
 	for _, w := range validating.Webhooks {
 		bundles[w.Name] = w.ClientConfig.CABundle
 	}
-	g.Expect(bundles).To(HaveLen(5), "the operator's five webhooks")
+	g.Expect(bundles).To(HaveLen(6), "the operator's six webhooks")
 	for name, bundle := range bundles {
 		var got [][]byte
 		for block, rest := pem.Decode(bundle); block != nil; block, rest = pem.Decode(rest) {
