@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,9 +37,11 @@ type PodWebhook struct {
 	// allowed to create warm Pods and move them between creating and available.
 	ManagerUsername string
 
-	decoder   admission.Decoder
-	now       func() time.Time
-	templates *templateSpecs
+	decoder     admission.Decoder
+	now         func() time.Time
+	templates   *templateSpecs
+	podSecurity *podSecurity
+	held        *heldLimit
 }
 
 var _ admission.Defaulter[*corev1.Pod] = &PodWebhook{}
@@ -56,7 +59,7 @@ var _ admission.Defaulter[*corev1.Pod] = &PodWebhook{}
 //
 // Creations always reach it: it stamps every new pool Pod.
 //
-// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=None,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-what-it-judges","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue('')) || object.metadata.?annotations[?'agents.kruise.io/shutdown-time'] != oldObject.metadata.?annotations[?'agents.kruise.io/shutdown-time']"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-what-it-judges","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue('')) || object.metadata.?annotations[?'agents.kruise.io/shutdown-time'] != oldObject.metadata.?annotations[?'agents.kruise.io/shutdown-time']"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
 
 // Default admits a pool Pod's creation or update, completing it where the
 // operator owes it something: a new Pod's stamps, a claim's release.
@@ -68,7 +71,7 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 	byManager := req.UserInfo.Username == w.ManagerUsername
 	switch req.Operation {
 	case admissionv1.Create:
-		err := w.admitCreate(ctx, pod, req.UserInfo.Username, byManager)
+		err := w.admitCreate(ctx, pod, req.UserInfo.Username, byManager, isDryRun(req))
 		if pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" {
 			countClaim(pod, "cold", err)
 		}
@@ -80,7 +83,7 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 		}
 		claiming := pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" &&
 			pod.Labels[agentsv1alpha1.LabelClaimedBy] != oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
-		err := w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager)
+		err := w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager, isDryRun(req))
 		if claiming {
 			countClaim(pod, "warm", err)
 		}
@@ -90,34 +93,51 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 }
 
 // admitUpdate judges an update and completes a claim in the same write.
-func (w *PodWebhook) admitUpdate(ctx context.Context, oldPod, pod *corev1.Pod, username string, byManager bool) error {
+func (w *PodWebhook) admitUpdate(ctx context.Context, oldPod, pod *corev1.Pod, username string, byManager, dryRun bool) error {
 	now := w.now()
 	claim, err := admitPoolPodUpdate(oldPod, pod, requester{username: username, manager: byManager}, now)
 	if err != nil || !claim {
 		return err
 	}
-	lifetime, err := w.claimLifetime(ctx, pod)
+	sbs, err := w.poolOf(ctx, pod)
 	if err != nil {
 		return err
 	}
+	var lifetime *agentsv1alpha1.ClaimLifetime
+	if sbs != nil {
+		lifetime = sbs.Spec.ClaimLifetime
+	}
 	if err := invalid(podKind, pod.Name, completeClaim(pod, now, username, lifetime)); err != nil {
 		return err
+	}
+	// Last: a claim refused for anything else reserves nothing.
+	if sbs != nil && sbs.Spec.MaxHeldPerIdentity != nil {
+		if err := w.held.reserve(ctx, sbs, pod.Name, username, dryRun); err != nil {
+			return err
+		}
 	}
 	ctrl.LoggerFrom(ctx).V(1).Info("Sandbox claimed", "pod", pod.Name, "agent", pod.Labels[agentsv1alpha1.LabelClaimedBy])
 	return nil
 }
 
-// claimLifetime is the lifetime policy of the Pod's SandboxSet, or nil.
-func (w *PodWebhook) claimLifetime(ctx context.Context, pod *corev1.Pod) (*agentsv1alpha1.ClaimLifetime, error) {
+// poolOf is the Pod's SandboxSet, from the cache, or nil if it is gone: a
+// claim of a Pod whose pool is gone, which the garbage collector follows.
+func (w *PodWebhook) poolOf(ctx context.Context, pod *corev1.Pod) (*agentsv1alpha1.SandboxSet, error) {
 	sbs := &agentsv1alpha1.SandboxSet{}
 	key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Labels[agentsv1alpha1.LabelSandboxSet]}
 	if err := w.Client.Get(ctx, key, sbs); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil // a claim of a Pod whose pool is gone; the pool's GC will follow
+			return nil, nil
 		}
 		return nil, apierrors.NewInternalError(fmt.Errorf("reading SandboxSet %s: %w", key.Name, err))
 	}
-	return sbs.Spec.ClaimLifetime, nil
+	return sbs, nil
+}
+
+// isDryRun says whether the request stores nothing: then the claim
+// webhook's one side effect, a held-limit reservation, is left out.
+func isDryRun(req admission.Request) bool {
+	return req.DryRun != nil && *req.DryRun
 }
 
 // admitCreate stamps a new pool Pod with its SandboxSet's persistent
@@ -125,7 +145,7 @@ func (w *PodWebhook) claimLifetime(ctx context.Context, pod *corev1.Pod) (*agent
 // anyone else may create a Pod from a pool's template only already claimed
 // (a cold claim), exactly as the template at the pool's current revision
 // makes it, and it never joins the pool.
-func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username string, byManager bool) error {
+func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username string, byManager, dryRun bool) error {
 	poolPath := labelsPath.Key(agentsv1alpha1.LabelSandboxSet)
 	name := pod.Labels[agentsv1alpha1.LabelSandboxSet]
 	holder := pod.Labels[agentsv1alpha1.LabelClaimedBy]
@@ -149,6 +169,12 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username 
 			return invalid(podKind, pod.Name, field.ErrorList{field.Forbidden(poolPath,
 				"only the SandboxSet controller creates warm sandboxes; to start a sandbox from this pool's template yourself, create it already claimed (agents.kruise.io/claimed-by=<agent-id>)")})
 		}
+		// The namespace's own PodSecurity admission holds the Pod to its
+		// level; this holds it to the operator's minimum too, for a
+		// template admitted before the minimum was raised.
+		if errs := w.podSecurity.violations(w.podSecurity.floor(), &pod.ObjectMeta, &pod.Spec, field.NewPath("spec")); len(errs) > 0 {
+			return invalid(podKind, pod.Name, errs)
+		}
 		stampNewPod(pod, sbs)
 		pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateCreating)
 		return nil
@@ -163,17 +189,35 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username 
 			fmt.Sprintf("a sandbox created from SandboxSet %s must carry its current revision %s", name, want)))
 	}
 	if len(errs) == 0 && !byManager {
-		diffs, err := w.templates.compare(ctx, sbs, pod)
+		pol, err := w.podSecurity.policyFor(ctx, pod.Namespace)
 		if err != nil {
+			return err
+		}
+		insecure := w.podSecurity.violations(pol.enforce, &pod.ObjectMeta, &pod.Spec, field.NewPath("spec"))
+		diffs, err := w.templates.compare(ctx, sbs, pod)
+		// A template the namespace's level now refuses cannot be dry-run
+		// for the comparison: the Pod Security refusal says why.
+		if err != nil && len(insecure) == 0 {
 			return apierrors.NewInternalError(fmt.Errorf("checking the sandbox against SandboxSet %s's template: %w", name, err))
 		}
-		errs = append(errs, diffs...)
+		errs = append(append(errs, insecure...), diffs...)
 	}
 	if len(errs) > 0 {
 		return invalid(podKind, pod.Name, errs)
 	}
 	stampNewPod(pod, sbs)
-	return invalid(podKind, pod.Name, completeClaim(pod, w.now(), username, sbs.Spec.ClaimLifetime))
+	if err := invalid(podKind, pod.Name, completeClaim(pod, w.now(), username, sbs.Spec.ClaimLifetime)); err != nil {
+		return err
+	}
+	if sbs.Spec.MaxHeldPerIdentity == nil {
+		return nil
+	}
+	if pod.Name == "" {
+		// The ledger counts claims by name, and the API server names a
+		// generateName Pod only after mutating admission.
+		pod.Name = pod.GenerateName + utilrand.String(5)
+	}
+	return w.held.reserve(ctx, sbs, pod.Name, username, dryRun)
 }
 
 // stampNewPod gives a new pool Pod the annotation that tells the sandbox
@@ -200,5 +244,10 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) error {
 		w.now = time.Now
 	}
 	w.templates = newTemplateSpecs(w.Client)
+	// Before the manager starts: an index cannot be added to a running informer.
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, holderIndex, holderIndexKeys); err != nil {
+		return fmt.Errorf("indexing pool Pods by holder: %w", err)
+	}
+	w.held = &heldLimit{client: w.Client, apiReader: w.APIReader, now: w.now}
 	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(w).Complete()
 }

@@ -337,12 +337,15 @@ var _ = Describe("A webhook replica with a stale cache", func() {
 		}})
 		w := &PodWebhook{Client: cached, APIReader: env.Admin, ManagerUsername: envtestenv.ManagerUser}
 		w.now, w.templates = time.Now, newTemplateSpecs(env.Admin)
+		var err error
+		w.podSecurity, err = newPodSecurity("", env.Admin)
+		Expect(err).NotTo(HaveOccurred())
 
 		warm := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh-abcde", Labels: map[string]string{agentsv1alpha1.LabelSandboxSet: "fresh"}},
 			Spec:       sbs.Spec.Template.Spec,
 		}
-		Expect(w.admitCreate(ctx, warm, envtestenv.ManagerUser, true)).To(Succeed())
+		Expect(w.admitCreate(ctx, warm, envtestenv.ManagerUser, true, false)).To(Succeed())
 		Expect(warm.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateCreating)))
 
 		known.Store(true)
@@ -356,7 +359,7 @@ var _ = Describe("A webhook replica with a stale cache", func() {
 		dry := cold.DeepCopy()
 		Expect(adminClient.Create(ctx, dry, client.DryRunAll)).To(Succeed())
 		cold.Spec = dry.Spec
-		Expect(w.admitCreate(ctx, cold, "agent-user", false)).To(Succeed())
+		Expect(w.admitCreate(ctx, cold, "agent-user", false, false)).To(Succeed())
 		Expect(cold.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
 	})
 })

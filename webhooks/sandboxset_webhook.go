@@ -7,6 +7,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -27,6 +28,8 @@ type SandboxSetWebhook struct {
 	// MaxReplicas is the ceiling on one pool's size. An unbounded pool lets
 	// one object create Pods without limit.
 	MaxReplicas int32
+
+	podSecurity *podSecurity
 }
 
 // +kubebuilder:webhook:path=/mutate-agents-kruise-io-v1alpha1-sandboxset,mutating=true,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets,verbs=create;update,versions=v1alpha1,name=msandboxset.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
@@ -67,13 +70,34 @@ func defaultSandboxSet(sbs *agentsv1alpha1.SandboxSet) {
 }
 
 // ValidateCreate refuses a SandboxSet that could not fill its pool.
-func (w *SandboxSetWebhook) ValidateCreate(_ context.Context, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
-	return nil, invalid(sandboxSetKind, sbs.Name, validateSandboxSet(sbs, nil, w.MaxReplicas))
+func (w *SandboxSetWebhook) ValidateCreate(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	return w.validate(ctx, sbs, nil)
 }
 
 // ValidateUpdate applies the same rules to the new object.
-func (w *SandboxSetWebhook) ValidateUpdate(_ context.Context, old, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
-	return nil, invalid(sandboxSetKind, sbs.Name, validateSandboxSet(sbs, old, w.MaxReplicas))
+func (w *SandboxSetWebhook) ValidateUpdate(ctx context.Context, old, sbs *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	return w.validate(ctx, sbs, old)
+}
+
+// validate checks the SandboxSet, then its template against the Pod
+// Security level its Pods will be held to. An update that leaves the
+// template alone is not judged again, so a namespace that has since raised
+// its level does not lock the pool's size or lifetime in place.
+func (w *SandboxSetWebhook) validate(ctx context.Context, sbs, old *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
+	errs := validateSandboxSet(sbs, old, w.MaxReplicas)
+	if len(errs) > 0 || (old != nil && equality.Semantic.DeepEqual(old.Spec.Template, sbs.Spec.Template)) {
+		return nil, invalid(sandboxSetKind, sbs.Name, errs)
+	}
+	pol, err := w.podSecurity.policyFor(ctx, sbs.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &sbs.Spec.Template
+	path := field.NewPath("spec", "template", "spec")
+	if errs := w.podSecurity.violations(pol.enforce, &tmpl.ObjectMeta, &tmpl.Spec, path); len(errs) > 0 {
+		return nil, invalid(sandboxSetKind, sbs.Name, errs)
+	}
+	return w.podSecurity.warnings(pol, &tmpl.ObjectMeta, &tmpl.Spec, path), nil
 }
 
 // ValidateDelete allows every deletion: claimed sandboxes have already been

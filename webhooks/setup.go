@@ -18,6 +18,10 @@ type Options struct {
 	// (config/policies/params.yaml); the eviction webhook reads its
 	// adminGroups too.
 	AdmissionParams types.NamespacedName
+	// PodSecurityLevel is the least Pod Security level every template and
+	// sandbox is held to, whatever its namespace enforces: privileged,
+	// baseline or restricted; empty means DefaultPodSecurityLevel.
+	PodSecurityLevel string
 }
 
 // SetupWithManager registers all of the operator's webhooks: SandboxSet
@@ -25,10 +29,15 @@ type Options struct {
 // judges claims, the eviction webhook, and the webhook that keeps exec,
 // attach, port-forward and proxy to a sandbox its holder's.
 func SetupWithManager(mgr ctrl.Manager, o Options) error {
-	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas}).SetupWithManager(mgr); err != nil {
+	security, err := newPodSecurity(o.PodSecurityLevel, mgr.GetAPIReader())
+	if err != nil {
+		return err
+	}
+	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas, podSecurity: security}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
 	}
-	if err := (&PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername}).SetupWithManager(mgr); err != nil {
+	pods := &PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, podSecurity: security}
+	if err := pods.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Pod webhook: %w", err)
 	}
 	eviction := &EvictionWebhook{APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, Params: o.AdmissionParams}

@@ -73,6 +73,17 @@ func agentClient(ctx context.Context, ns, name string) client.Client {
 	return c
 }
 
+// wideAgentClient is a client for an agent that also holds the built-in
+// edit ClusterRole and every Pod subresource in ns (envtestenv.WideAgentRules),
+// so that RBAC is never what refuses it.
+func wideAgentClient(ctx context.Context, ns, name string) client.Client {
+	GinkgoHelper()
+	Expect(env.BindWideAgentRoles(ctx, ns, name)).To(Succeed())
+	c, err := env.UserClient(name)
+	Expect(err).NotTo(HaveOccurred())
+	return c
+}
+
 func newNamespace(ctx context.Context) string {
 	GinkgoHelper()
 	ns, err := env.NewNamespace(ctx, "webhook-test-")
@@ -113,6 +124,14 @@ func warmPool(ctx context.Context, ns string, n int32) []corev1.Pod {
 	GinkgoHelper()
 	sbs := newSandboxSet(ns, "demo", n)
 	sbs.Spec.PersistentContents = []agentsv1alpha1.PersistentContent{"memory", "ip"}
+	return warmPoolOf(ctx, sbs)
+}
+
+// warmPoolOf creates the SandboxSet, alone in its namespace, and plays
+// kubelet until all its Pods are available.
+func warmPoolOf(ctx context.Context, sbs *agentsv1alpha1.SandboxSet) []corev1.Pod {
+	GinkgoHelper()
+	ns, n := sbs.Namespace, sbs.Spec.DesiredReplicas()
 	Expect(adminClient.Create(ctx, sbs)).To(Succeed())
 	Eventually(func(g Gomega) {
 		g.Expect(pods(ctx, g, ns, agentsv1alpha1.StateCreating)).To(HaveLen(int(n)))

@@ -254,6 +254,9 @@ func (a *attempt) claimPod(ctx context.Context, name string) (*corev1.Pod, error
 	}
 	claimed := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: a.namespace, Name: name}}
 	if err := a.c.Patch(ctx, claimed, client.RawPatch(types.JSONPatchType, patch)); err != nil {
+		if limited := heldLimitError(err); limited != nil {
+			return nil, limited
+		}
 		if isRBACRefusal(err) {
 			return nil, apiError(err, "patch", "pods", a.namespace, agentRoleHint)
 		}
@@ -419,6 +422,9 @@ func (a *attempt) claimCold(ctx context.Context, sbs *agentsv1alpha1.SandboxSet)
 	if err := a.c.Create(ctx, pod); err != nil {
 		if unavailable := unavailableError(err); unavailable != nil {
 			return nil, unavailable
+		}
+		if limited := heldLimitError(err); limited != nil {
+			return nil, limited
 		}
 		return nil, apiError(err, "create", "pods", a.namespace,
 			"a cold claim needs create on pods, which the agent Role in config/rbac/agent_role.yaml does not grant")

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
@@ -38,6 +39,27 @@ var _ = Describe("Claim", func() {
 		stored := storedPod(ctx, ns, sbx.Name)
 		Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelState, string(agentsv1alpha1.StateClaimed)))
 		Expect(stored.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelClaimedBy, "agent-1"))
+	})
+
+	It("stops at the pool's limit per identity with ErrHeldLimit, through Claim and a Picker", func(ctx SpecContext) {
+		sbs := newPool(ctx, ns, "demo", 4, true)
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+			sbs.Spec.MaxHeldPerIdentity = ptr.To[int32](2)
+			g.Expect(admin.Update(ctx, sbs)).To(Succeed())
+		}, timeout, interval).Should(Succeed())
+		for range 2 {
+			_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+			Expect(err).NotTo(HaveOccurred())
+		}
+		_, err := agent.Claim(ctx, ns, "demo", "agent-1", ClaimOptions{})
+		Expect(err).To(MatchError(ErrHeldLimit))
+		Expect(err.Error()).To(MatchRegexp(`^cannot claim: agent-user already holds 2 of SandboxSet demo's sandboxes \(demo-\w+, demo-\w+\), its limit \(spec.maxHeldPerIdentity: 2\); release one`))
+		picker, err := agent.NewPicker(ctx, ns, "demo")
+		Expect(err).NotTo(HaveOccurred())
+		defer picker.Stop()
+		_, err = picker.Claim(ctx, "agent-1", ClaimOptions{})
+		Expect(err).To(MatchError(ErrHeldLimit))
 	})
 
 	It("gives each of 10 sandboxes to exactly one of 20 racing agents", func(ctx SpecContext) {

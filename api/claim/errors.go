@@ -30,6 +30,9 @@ var (
 	// ErrOperatorUnavailable: the operator's admission webhook did not
 	// answer. Claims fail closed while it is down; retry once it is back.
 	ErrOperatorUnavailable = errors.New("the SandboxSet operator is unavailable")
+	// ErrHeldLimit: the identity already holds as many of the pool's
+	// sandboxes as its spec.maxHeldPerIdentity allows; release one first.
+	ErrHeldLimit = errors.New("held-limit reached")
 )
 
 // kindError carries a full message for people and one of the Err values
@@ -92,9 +95,20 @@ func unavailableError(err error) error {
 		"and claims fail closed until it does; check the operator's Pods (kubectl -n sandboxset-system get pods) and retry. The API server said: " + err.Error()}
 }
 
-// isRBACRefusal tells RBAC's Forbidden from an admission policy's: the
-// policies (config/policies) refuse with Forbidden too, and their message,
-// not a Role, says what to do.
+// heldLimitError is err as ErrHeldLimit if it is the held-limit rule's
+// refusal (webhooks/held_limit.go), whose message names what is held.
+func heldLimitError(err error) error {
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "rule held-limit: ") {
+		return nil
+	}
+	_, rule, _ := strings.Cut(err.Error(), "rule held-limit: ")
+	return &kindError{kind: ErrHeldLimit, err: err, msg: "cannot claim: " + rule}
+}
+
+// isRBACRefusal tells RBAC's Forbidden from admission's: the policies
+// (config/policies) and the operator's webhooks refuse with Forbidden too,
+// and their message, not a Role, says what to do.
 func isRBACRefusal(err error) bool {
-	return apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "ValidatingAdmissionPolicy")
+	return apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "ValidatingAdmissionPolicy") &&
+		!strings.Contains(err.Error(), "admission webhook")
 }

@@ -43,14 +43,11 @@ const (
 	// runtime keeps across hibernation and wake-up.
 	AnnotationPersistentContents = "agents.kruise.io/persistent-contents"
 
-	// AnnotationLedgerIdentity names, on a pool's claim ledger (a Lease the
-	// claim webhook keeps per pool and identity when the pool has
-	// spec.maxHeldPerIdentity), the identity whose claims it counts.
-	AnnotationLedgerIdentity = "agents.kruise.io/identity"
-
 	// AnnotationLedgerPending holds, on a claim ledger, the claims the
 	// webhook has admitted but the manager's cache may not show yet: a JSON
-	// object of Pod name to RFC 3339 admission time.
+	// object of Pod name to RFC 3339 admission time. A claim ledger is a
+	// Lease the claim webhook keeps per pool and identity (its
+	// spec.holderIdentity) when the pool has spec.maxHeldPerIdentity.
 	AnnotationLedgerPending = "agents.kruise.io/pending-claims"
 
 	// KeyPrefix is the prefix the operator owns; templates may not use it.

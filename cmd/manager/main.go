@@ -62,6 +62,7 @@ type options struct {
 	enableWebhooks    bool
 	enableControllers bool
 	blockedCIDRs      []string
+	podSecurityLevel  string
 }
 
 func main() {
@@ -90,6 +91,7 @@ func main() {
 	flag.IntVar(&o.maxReplicas, "max-replicas", 5000, "The largest spec.replicas a SandboxSet may ask for.")
 	flag.BoolVar(&o.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
 	flag.BoolVar(&o.enableControllers, "enable-controllers", true, "Run the SandboxSet controller.")
+	flag.StringVar(&o.podSecurityLevel, "pod-security-level", webhooks.DefaultPodSecurityLevel, "The least Pod Security Standards level (privileged, baseline or restricted) every SandboxSet template and sandbox is held to, whatever its namespace enforces; a namespace that enforces a stricter level gets that.")
 	flag.Func("sandbox-blocked-cidrs", "Comma-separated CIDRs that sandboxes may not reach through a pool's NetworkPolicy, beside other Pods and the API server; replaces the default ("+
 		strings.Join(controllers.DefaultBlockedCIDRs, ",")+"). Add your Pod, Service and node ranges if they are public addresses.", func(s string) error {
 		o.blockedCIDRs = strings.Split(s, ",")
@@ -173,7 +175,7 @@ func run(ctx context.Context, o options) error {
 		log.Info("Only this identity may create warm Pods and change their state", "username", username)
 		params, _ := splitNamespacedName(o.admissionParams) // checked by validate
 		if err := webhooks.SetupWithManager(mgr, webhooks.Options{
-			MaxReplicas: int32(o.maxReplicas), ManagerUsername: username, AdmissionParams: params,
+			MaxReplicas: int32(o.maxReplicas), ManagerUsername: username, AdmissionParams: params, PodSecurityLevel: o.podSecurityLevel,
 		}); err != nil {
 			return err
 		}

@@ -379,7 +379,8 @@ var WideAgentRules = []rbacv1.PolicyRule{
 }
 
 // BindWideAgentRoles grants the user, in ns, the example agent Role, the
-// built-in edit ClusterRole and WideAgentRules.
+// built-in edit ClusterRole and WideAgentRules. The specs then see that
+// admission, not RBAC, refuses an attack.
 func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
 	if err := e.BindAgentRole(ctx, ns, user); err != nil {
 		return err
@@ -391,13 +392,17 @@ func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
 	if err := e.BindRole(ctx, ns, wide.Name, user); err != nil {
 		return err
 	}
-	edit := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edit-" + user},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
-	}
-	if err := e.Admin.Create(ctx, edit); err != nil {
-		return fmt.Errorf("binding the edit ClusterRole to %s: %w", user, err)
+	// envtest runs no controller-manager to aggregate edit's rules into
+	// it, so the roles it aggregates are bound too.
+	for _, role := range []string{"edit", "system:aggregate-to-edit", "system:aggregate-to-view"} {
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ReplaceAll(role, ":", "-") + "-" + user},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+		}
+		if err := e.Admin.Create(ctx, binding); err != nil {
+			return fmt.Errorf("binding the %s ClusterRole to %s: %w", role, user, err)
+		}
 	}
 	return nil
 }
