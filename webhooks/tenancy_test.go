@@ -7,7 +7,9 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,8 +25,17 @@ import (
 // pool-label policies (config/policies) and the webhooks. Agent a holds one
 // sandbox of a pool of two; agent b holds none. Both hold the example agent
 // Role, and b also a broader one (subresources, evictions, create), as a
-// careless platform might grant.
+// careless platform might grant; then, again, the built-in edit ClusterRole
+// and every Pod subresource, so that RBAC refuses none of the attacks.
 var _ = Describe("Tenancy", func() {
+	for _, wide := range []bool{false, true} {
+		Context(map[bool]string{false: "with the agent Role and a broader one", true: "with edit and every Pod subresource"}[wide], func() {
+			tenancySpecs(wide)
+		})
+	}
+})
+
+func tenancySpecs(wide bool) {
 	const (
 		userA, userB = "agent-a", "agent-b"
 		idA          = "agent-1"
@@ -46,6 +57,10 @@ var _ = Describe("Tenancy", func() {
 			},
 		})).To(Succeed())
 		Expect(env.BindRole(ctx, ns, "broad-agent", userB)).To(Succeed())
+		if wide {
+			Expect(env.BindWideAgentRoles(ctx, ns, userA)).To(Succeed())
+			Expect(env.BindWideAgentRoles(ctx, ns, userB)).To(Succeed())
+		}
 
 		pool := warmPool(ctx, ns, 2)
 		warm, held = &pool[0], &pool[1]
@@ -165,6 +180,54 @@ var _ = Describe("Tenancy", func() {
 		}, "rule claim-keys"),
 	)
 
+	if wide {
+		// The agent Role grants no write to NetworkPolicies or Leases, so only
+		// agents holding edit get as far as the policy.
+		It("refuses writes to the pool's NetworkPolicy and claim ledgers, naming the rule", func(ctx SpecContext) {
+			By("giving the pool a limit, so that a's next claim opens its ledger")
+			sbs := &agentsv1alpha1.SandboxSet{}
+			Eventually(func(g Gomega) {
+				g.Expect(adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, sbs)).To(Succeed())
+				sbs.Spec.MaxHeldPerIdentity = ptr.To[int32](5)
+				g.Expect(adminClient.Update(ctx, sbs)).To(Succeed())
+			}, timeout, interval).Should(Succeed())
+			Eventually(func() error { _, err := claimAs(ctx, a, warm, "agent-1b"); return err }, timeout, interval).Should(Succeed())
+			ledger := &coordinationv1.Lease{}
+			Expect(adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ledgerName("demo", userA)}, ledger)).To(Succeed())
+			np := &networkingv1.NetworkPolicy{}
+			Eventually(func() error {
+				return adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo-sandboxes"}, np)
+			}, timeout, interval).Should(Succeed())
+
+			npRule := "rule pool-objects: NetworkPolicy demo-sandboxes belongs to SandboxSet demo; only the SandboxSet operator writes it: open what the pool needs in its spec.network"
+			ledgerRule := "rule pool-objects: claim ledger " + ledger.Name + " belongs to SandboxSet demo; only the SandboxSet operator writes it"
+			open := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"ingress":[{}]}}`))
+			unlabel := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"agents.kruise.io/sandboxset":null}}}`))
+			Eventually(func() error { return b.Patch(ctx, np.DeepCopy(), open) }, timeout, interval).Should(MatchError(ContainSubstring(npRule)))
+			for _, attempt := range []struct {
+				name string
+				err  error
+				want string
+			}{
+				{"unlabelling the NetworkPolicy", b.Patch(ctx, np.DeepCopy(), unlabel), npRule},
+				{"deleting the NetworkPolicy", b.Delete(ctx, np.DeepCopy()), npRule},
+				{"a NetworkPolicy posing as the pool's", b.Create(ctx, &networkingv1.NetworkPolicy{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fake", Labels: map[string]string{agentsv1alpha1.LabelSandboxSet: "demo"}},
+				}), "rule pool-objects: NetworkPolicy fake belongs to SandboxSet demo"},
+				{"emptying a claim ledger", b.Patch(ctx, ledger.DeepCopy(), client.RawPatch(types.MergePatchType,
+					[]byte(`{"metadata":{"annotations":{"`+agentsv1alpha1.AnnotationLedgerPending+`":"{}"}}}`))), ledgerRule},
+				{"deleting a claim ledger", b.Delete(ctx, ledger.DeepCopy()), ledgerRule},
+				{"its own identity deleting its ledger", a.Delete(ctx, ledger.DeepCopy()), ledgerRule},
+			} {
+				Expect(apierrors.IsForbidden(attempt.err)).To(BeTrue(), "%s: %v", attempt.name, attempt.err)
+				Expect(attempt.err.Error()).To(ContainSubstring(attempt.want), attempt.name)
+			}
+			stored := &networkingv1.NetworkPolicy{}
+			Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(np), stored)).To(Succeed())
+			Expect(stored.ResourceVersion).To(Equal(np.ResourceVersion), "nothing was written")
+		})
+	}
+
 	It("lets the holder label, annotate, retry its claim and release its own sandbox", func(ctx SpecContext) {
 		Expect(patch(ctx, a, held, fmt.Sprintf(`{"metadata":{"labels":{"task":"build"},"annotations":{"note":%q}}}`, bigValue))).To(Succeed())
 		_, err := claimAs(ctx, a, held, idA)
@@ -186,4 +249,4 @@ var _ = Describe("Tenancy", func() {
 		_, err := claimAs(ctx, b, detached, "agent-2")
 		Expect(err).To(MatchError(ContainSubstring("rule controlled-claim: it is not controlled by SandboxSet demo")))
 	})
-})
+}

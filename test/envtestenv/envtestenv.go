@@ -125,7 +125,7 @@ func (e *Env) install() error {
 		return fmt.Errorf("creating namespace %s: %w", AdmissionParams.Namespace, err)
 	}
 	var objs []*unstructured.Unstructured
-	for _, file := range []string{"rbac/role.yaml", "policies/params.yaml", "policies/pool_label.yaml", "policies/pool_pods.yaml", "policies/manager_scope.yaml"} {
+	for _, file := range []string{"rbac/role.yaml", "policies/params.yaml", "policies/pool_label.yaml", "policies/pool_pods.yaml", "policies/pool_objects.yaml", "policies/manager_scope.yaml"} {
 		decoded, err := decodeYAML(filepath.Join(e.Root, "config", file))
 		if err != nil {
 			return err
@@ -407,14 +407,14 @@ func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
 	return nil
 }
 
-// BindRole binds the Role named role in ns to the user.
+// BindRole binds the Role named role in ns to the user, unless it is already.
 func (e *Env) BindRole(ctx context.Context, ns, role, user string) error {
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role + "-" + user},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
 	}
-	if err := e.Admin.Create(ctx, binding); err != nil {
+	if err := client.IgnoreAlreadyExists(e.Admin.Create(ctx, binding)); err != nil {
 		return fmt.Errorf("binding Role %s to %s: %w", role, user, err)
 	}
 	return nil
