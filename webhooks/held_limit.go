@@ -43,10 +43,11 @@ type heldLimit struct {
 }
 
 // A reservation counts until the manager's cache shows its claim (then the
-// index does), for at most pendingTTL. Before refusing, a reservation
-// older than inFlight whose Pod the API server does not show claimed by
-// the identity is taken for a failed claim and dropped: admission is over
-// within the webhooks' timeouts.
+// index does), for at most pendingTTL. Before refusing, the API server is
+// asked: a reservation counts if its Pod is claimed by the identity, or if
+// it is younger than inFlight and its claim may still land (its Pod is
+// unclaimed, or, for a cold claim, not created yet). Admission is over
+// within the webhooks' timeouts, so an older one is a claim that failed.
 const (
 	pendingTTL    = time.Minute
 	inFlight      = 10 * time.Second
@@ -72,7 +73,7 @@ func holderIndexKeys(obj client.Object) []string {
 
 // reserve admits the claim of pod by user, or refuses it with the limit,
 // what user holds and how to make room. dryRun counts without reserving.
-func (h *heldLimit) reserve(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pod, user string, dryRun bool) error {
+func (h *heldLimit) reserve(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pod, user string, cold, dryRun bool) error {
 	limit := int(*sbs.Spec.MaxHeldPerIdentity)
 	unlock := h.locks.lock(holderKey(sbs.Namespace, sbs.Name, user))
 	defer unlock()
@@ -87,7 +88,7 @@ func (h *heldLimit) reserve(ctx context.Context, sbs *agentsv1alpha1.SandboxSet,
 		}
 		now := h.now()
 		pending = h.prune(ctx, sbs.Namespace, pending, now)
-		if held[pod] || !pending[pod].IsZero() {
+		if _, reserved := pending[pod]; held[pod] || reserved {
 			return nil // the API server judging this same claim again
 		}
 		if counted := union(held, pending); len(counted) >= limit {
@@ -103,7 +104,7 @@ func (h *heldLimit) reserve(ctx context.Context, sbs *agentsv1alpha1.SandboxSet,
 		if dryRun {
 			return nil
 		}
-		pending[pod] = now
+		pending[pod] = reservation{At: now, Cold: cold}
 		err = h.writeLedger(ctx, sbs, user, ledger, pending)
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			continue // another replica reserved first: count again
@@ -129,10 +130,10 @@ func (h *heldLimit) cachedHeld(ctx context.Context, sbs *agentsv1alpha1.SandboxS
 
 // prune drops the reservations the cache has caught up with: their Pod is
 // claimed (counted by the index if by user; lost if by another) or going.
-func (h *heldLimit) prune(ctx context.Context, namespace string, pending map[string]time.Time, now time.Time) map[string]time.Time {
-	out := make(map[string]time.Time, len(pending))
-	for name, at := range pending {
-		if now.Sub(at) > pendingTTL {
+func (h *heldLimit) prune(ctx context.Context, namespace string, pending map[string]reservation, now time.Time) map[string]reservation {
+	out := make(map[string]reservation, len(pending))
+	for name, r := range pending {
+		if now.Sub(r.At) > pendingTTL {
 			continue
 		}
 		pod := &corev1.Pod{}
@@ -140,7 +141,7 @@ func (h *heldLimit) prune(ctx context.Context, namespace string, pending map[str
 			(agentsv1alpha1.IsClaimed(pod) || pod.DeletionTimestamp != nil) {
 			continue
 		}
-		out[name] = at
+		out[name] = r
 	}
 	return out
 }
@@ -148,9 +149,9 @@ func (h *heldLimit) prune(ctx context.Context, namespace string, pending map[str
 // confirm recounts from the API server before a refusal: the cache may
 // still show a sandbox the identity has just released, and a reservation
 // may be for a claim that failed after admission.
-func (h *heldLimit) confirm(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string, counted []string, pending map[string]time.Time, now time.Time) ([]string, map[string]time.Time, error) {
+func (h *heldLimit) confirm(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string, counted []string, pending map[string]reservation, now time.Time) ([]string, map[string]reservation, error) {
 	var confirmed []string
-	kept := map[string]time.Time{}
+	kept := map[string]reservation{}
 	for _, name := range counted {
 		pod := &metav1.PartialObjectMetadata{}
 		pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
@@ -158,21 +159,29 @@ func (h *heldLimit) confirm(ctx context.Context, sbs *agentsv1alpha1.SandboxSet,
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, nil, apierrors.NewInternalError(fmt.Errorf("reading sandbox %s: %w", name, err))
 		}
-		at, reserved := pending[name]
+		r, reserved := pending[name]
+		found := err == nil
 		switch {
-		case err == nil && pod.DeletionTimestamp == nil && pod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] == user:
+		case found && pod.DeletionTimestamp == nil && pod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] == user:
 			confirmed = append(confirmed, name)
-		case reserved && now.Sub(at) < inFlight && (err != nil || pod.Labels[agentsv1alpha1.LabelClaimedBy] == ""):
-			// Still in flight: admitted, not yet stored (or, cold, not yet created).
+		case reserved && now.Sub(r.At) < inFlight && (found && pod.DeletionTimestamp == nil && pod.Labels[agentsv1alpha1.LabelClaimedBy] == "" || !found && r.Cold):
+			// Still in flight: admitted, not yet stored, or, cold, not yet created.
 			confirmed = append(confirmed, name)
-			kept[name] = at
+			kept[name] = r
 		}
 	}
 	return confirmed, kept, nil
 }
 
+// reservation is a claim admitted and not yet seen in the cache.
+type reservation struct {
+	At time.Time `json:"at"`
+	// Cold says the claim creates its Pod: until it lands, there is none.
+	Cold bool `json:"cold,omitempty"`
+}
+
 // union lists, sorted, the Pods in either set.
-func union(held map[string]bool, pending map[string]time.Time) []string {
+func union(held map[string]bool, pending map[string]reservation) []string {
 	names := slices.Collect(maps.Keys(held))
 	for name := range pending {
 		if !held[name] {
@@ -192,11 +201,11 @@ func ledgerName(pool, user string) string {
 
 // readLedger returns the ledger as stored (nil if there is none yet) and
 // its reservations.
-func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string) (*coordinationv1.Lease, map[string]time.Time, error) {
+func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string) (*coordinationv1.Lease, map[string]reservation, error) {
 	lease := &coordinationv1.Lease{}
 	err := h.apiReader.Get(ctx, types.NamespacedName{Namespace: sbs.Namespace, Name: ledgerName(sbs.Name, user)}, lease)
 	if apierrors.IsNotFound(err) {
-		return nil, map[string]time.Time{}, nil
+		return nil, map[string]reservation{}, nil
 	}
 	if err != nil {
 		return nil, nil, apierrors.NewInternalError(fmt.Errorf("reading %s's claim ledger in SandboxSet %s: %w", user, sbs.Name, err))
@@ -204,12 +213,12 @@ func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxS
 	if holder := lease.Spec.HolderIdentity; holder == nil || *holder != user {
 		return nil, nil, apierrors.NewInternalError(fmt.Errorf("claim ledger %s counts another identity's claims, not %s's", lease.Name, user))
 	}
-	pending := map[string]time.Time{}
+	pending := map[string]reservation{}
 	if raw := lease.Annotations[agentsv1alpha1.AnnotationLedgerPending]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &pending); err != nil {
 			// Unreadable reservations are expired ones: start over.
 			ctrl.LoggerFrom(ctx).Info("Claim ledger unreadable; starting it over", "lease", lease.Name, "error", err.Error())
-			pending = map[string]time.Time{}
+			pending = map[string]reservation{}
 		}
 	}
 	return lease, pending, nil
@@ -217,7 +226,7 @@ func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxS
 
 // writeLedger stores the reservations: a creation, or an update of the
 // ledger as read, which conflicts if anyone wrote it since.
-func (h *heldLimit) writeLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string, lease *coordinationv1.Lease, pending map[string]time.Time) error {
+func (h *heldLimit) writeLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string, lease *coordinationv1.Lease, pending map[string]reservation) error {
 	data, err := json.Marshal(pending)
 	if err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("encoding the claim ledger: %w", err))

@@ -161,7 +161,7 @@ var _ = Describe("The per-identity limit on held sandboxes", func() {
 		for i := range 20 {
 			wg.Go(func() {
 				defer GinkgoRecover()
-				err := replicas[i%2].reserve(ctx, sbs, fmt.Sprintf("demo-racer%d", i), "agent-racing", false)
+				err := replicas[i%2].reserve(ctx, sbs, fmt.Sprintf("demo-racer%d", i), "agent-racing", true, false)
 				switch {
 				case err == nil:
 					reserved.Add(1)

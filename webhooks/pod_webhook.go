@@ -112,7 +112,7 @@ func (w *PodWebhook) admitUpdate(ctx context.Context, oldPod, pod *corev1.Pod, u
 	}
 	// Last: a claim refused for anything else reserves nothing.
 	if sbs != nil && sbs.Spec.MaxHeldPerIdentity != nil {
-		if err := w.held.reserve(ctx, sbs, pod.Name, username, dryRun); err != nil {
+		if err := w.held.reserve(ctx, sbs, pod.Name, username, false, dryRun); err != nil {
 			return err
 		}
 	}
@@ -217,7 +217,7 @@ func (w *PodWebhook) admitCreate(ctx context.Context, pod *corev1.Pod, username 
 		// generateName Pod only after mutating admission.
 		pod.Name = pod.GenerateName + utilrand.String(5)
 	}
-	return w.held.reserve(ctx, sbs, pod.Name, username, dryRun)
+	return w.held.reserve(ctx, sbs, pod.Name, username, true, dryRun)
 }
 
 // stampNewPod gives a new pool Pod the annotation that tells the sandbox

@@ -12,6 +12,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -187,7 +188,8 @@ var _ = Describe("The install manifests", func() {
 		// Service that does not run here, so the apply is a server-side dry
 		// run: every object is admitted and validated, none is stored.
 		kubeconfig := adminKubeconfig()
-		Expect(exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "create", "namespace", "sandboxset-system").Run()).To(Succeed())
+		// Other specs (the manager's own leader election) may have made it.
+		Expect(client.IgnoreAlreadyExists(adminClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sandboxset-system"}}))).To(Succeed())
 		apply := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
 		apply.Stdin = strings.NewReader(string(rendered))
 		out, err := apply.CombinedOutput()

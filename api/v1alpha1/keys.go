@@ -45,7 +45,7 @@ const (
 
 	// AnnotationLedgerPending holds, on a claim ledger, the claims the
 	// webhook has admitted but the manager's cache may not show yet: a JSON
-	// object of Pod name to RFC 3339 admission time. A claim ledger is a
+	// object of Pod name to its admission time and whether it is cold. A claim ledger is a
 	// Lease the claim webhook keeps per pool and identity (its
 	// spec.holderIdentity) when the pool has spec.maxHeldPerIdentity.
 	AnnotationLedgerPending = "agents.kruise.io/pending-claims"

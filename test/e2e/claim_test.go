@@ -171,5 +171,10 @@ func serviceAccountKubeconfig(ctx context.Context, ns, name string) string {
 		out, err := exec.CommandContext(ctx, "kubectl", append([]string{"config", "--kubeconfig", path}, args...)...).CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), string(out))
 	}
+	// The kubeconfig holds the token and no client certificate, so the API
+	// server authenticates the ServiceAccount: ask it (a SelfSubjectReview).
+	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", path, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	Expect(string(out)).To(Equal("system:serviceaccount:"+ns+":"+name), "the agent's kubeconfig authenticates as the agent")
 	return path
 }
