@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -34,7 +35,17 @@ type NetworkPolicyReconciler struct {
 	Recorder events.EventRecorder
 	// BlockedCIDRs are the addresses the internet rule leaves out.
 	BlockedCIDRs []netip.Prefix
+
+	// apiReader reads what the cache does not hold: a NetworkPolicy without
+	// the pool label. SetupWithManager sets it.
+	apiReader client.Reader
 }
+
+// conflictRecheck is how soon a pool whose policy name another
+// NetworkPolicy holds is looked at again. That policy's deletion wakes
+// nothing: the cache holds only labelled policies, and an owner's watch
+// only those the pool controls.
+const conflictRecheck = 30 * time.Second
 
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -60,9 +71,7 @@ func (r *NetworkPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		current = nil
 	}
 	if current != nil && !metav1.IsControlledBy(current, sbs) {
-		r.Recorder.Eventf(sbs, current, corev1.EventTypeWarning, "NetworkPolicyConflict", "Reconcile",
-			"NetworkPolicy %s exists and is not this SandboxSet's; the pool's sandboxes are not isolated until it is deleted or renamed", key.Name)
-		return ctrl.Result{}, nil
+		return r.conflict(ctx, sbs, current), nil
 	}
 	if !sbs.Spec.Network.NetworkPolicyEnabled() {
 		return ctrl.Result{}, r.deletePolicy(ctx, sbs, current)
@@ -77,23 +86,52 @@ func (r *NetworkPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "EgressServiceUnresolved", "Reconcile",
 			"Sandboxes cannot reach what these name until they can be followed: %s", strings.Join(unresolved, "; "))
 	}
-	return ctrl.Result{}, r.writePolicy(ctx, sbs, current, desired)
+	if current == nil {
+		return r.createPolicy(ctx, sbs, desired)
+	}
+	return ctrl.Result{}, r.updatePolicy(ctx, sbs, current, desired)
 }
 
-// writePolicy creates the policy, or updates it from the copy the cache
-// holds: the update's resourceVersion makes a concurrent change a conflict,
-// retried with backoff.
-func (r *NetworkPolicyReconciler) writePolicy(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, current, desired *networkingv1.NetworkPolicy) error {
-	log := ctrl.LoggerFrom(ctx)
-	if current == nil {
-		if err := r.Create(ctx, desired); err != nil {
-			return fmt.Errorf("creating NetworkPolicy %s: %w", desired.Name, err)
+// conflict reports a NetworkPolicy that holds the pool's policy name and is
+// not the SandboxSet's. The manager leaves it alone (manager-scope would
+// refuse it an unlabelled one anyway) and looks again after conflictRecheck.
+func (r *NetworkPolicyReconciler) conflict(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, theirs *networkingv1.NetworkPolicy) ctrl.Result {
+	ctrl.LoggerFrom(ctx).Info("The pool's NetworkPolicy name is taken by one that is not the pool's; the sandboxes are not isolated",
+		"networkPolicy", theirs.Name, "labelled", theirs.Labels[agentsv1alpha1.LabelSandboxSet] != "", "recheckAfter", conflictRecheck)
+	r.Recorder.Eventf(sbs, theirs, corev1.EventTypeWarning, "NetworkPolicyConflict", "Reconcile",
+		"NetworkPolicy %s exists and is not this SandboxSet's; the pool's sandboxes are not isolated until it is deleted or renamed", theirs.Name)
+	return ctrl.Result{RequeueAfter: conflictRecheck}
+}
+
+// createPolicy creates the policy. AlreadyExists means the cache does not
+// hold the one of that name: either it lags, or that policy has no pool
+// label (anyone who may create NetworkPolicies can take the name before the
+// pool exists). The API server says which.
+func (r *NetworkPolicyReconciler) createPolicy(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, desired *networkingv1.NetworkPolicy) (ctrl.Result, error) {
+	err := r.Create(ctx, desired)
+	if apierrors.IsAlreadyExists(err) {
+		existing := &networkingv1.NetworkPolicy{}
+		if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(desired), existing); err != nil {
+			return ctrl.Result{}, fmt.Errorf("reading NetworkPolicy %s, which exists but is not in the cache: %w", desired.Name, err)
 		}
-		log.Info("Created the pool's NetworkPolicy", "networkPolicy", desired.Name)
-		r.Recorder.Eventf(sbs, desired, corev1.EventTypeNormal, "NetworkPolicyCreated", "Create",
-			"Created NetworkPolicy %s: sandboxes admit %s and reach %s", desired.Name, describeIngress(sbs), describeEgress(sbs))
-		return nil
+		if !metav1.IsControlledBy(existing, sbs) {
+			return r.conflict(ctx, sbs, existing), nil
+		}
+		return ctrl.Result{}, nil // the pool's own: the cache will catch up and wake the pool
 	}
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("creating NetworkPolicy %s: %w", desired.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Created the pool's NetworkPolicy", "networkPolicy", desired.Name)
+	r.Recorder.Eventf(sbs, desired, corev1.EventTypeNormal, "NetworkPolicyCreated", "Create",
+		"Created NetworkPolicy %s: sandboxes admit %s and reach %s", desired.Name, describeIngress(sbs), describeEgress(sbs))
+	return ctrl.Result{}, nil
+}
+
+// updatePolicy updates the policy from the copy the cache holds: the
+// update's resourceVersion makes a concurrent change a conflict, retried with
+// backoff.
+func (r *NetworkPolicyReconciler) updatePolicy(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, current, desired *networkingv1.NetworkPolicy) error {
 	if equality.Semantic.DeepEqual(current.Spec, desired.Spec) && equality.Semantic.DeepEqual(current.Labels, desired.Labels) {
 		return nil
 	}
@@ -102,7 +140,7 @@ func (r *NetworkPolicyReconciler) writePolicy(ctx context.Context, sbs *agentsv1
 	if err := r.Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating NetworkPolicy %s: %w", desired.Name, err)
 	}
-	log.Info("Updated the pool's NetworkPolicy", "networkPolicy", desired.Name)
+	ctrl.LoggerFrom(ctx).Info("Updated the pool's NetworkPolicy", "networkPolicy", desired.Name)
 	r.Recorder.Eventf(sbs, updated, corev1.EventTypeNormal, "NetworkPolicyUpdated", "Update",
 		"Updated NetworkPolicy %s: sandboxes admit %s and reach %s", desired.Name, describeIngress(sbs), describeEgress(sbs))
 	return nil
@@ -203,6 +241,7 @@ func (r *NetworkPolicyReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &agentsv1alpha1.SandboxSet{}, serviceIndex, serviceIndexKeys); err != nil {
 		return fmt.Errorf("indexing SandboxSets by the Services they name: %w", err)
 	}
+	r.apiReader = mgr.GetAPIReader()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("networkpolicy").
 		For(&agentsv1alpha1.SandboxSet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -171,6 +171,37 @@ var _ = Describe("The pool's NetworkPolicy", func() {
 			g.Expect(stored(ctx, g).ResourceVersion).To(Equal(theirs.ResourceVersion))
 		}, holdFor, interval).Should(Succeed())
 	})
+
+	// The manager's cache holds only labelled NetworkPolicies, so an
+	// unlabelled one made first under the pool's policy name (edit may) is
+	// seen only by the API server's AlreadyExists.
+	It("says so when an unlabelled NetworkPolicy took the name first, without a retry loop, and isolates the pool once it is gone", func(ctx SpecContext) {
+		theirs := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "isolated-sandboxes"},
+			Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "theirs"}}},
+		}
+		Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		expectEvent(ctx, sbs, "NetworkPolicyConflict",
+			"NetworkPolicy isolated-sandboxes exists and is not this SandboxSet's; the pool's sandboxes are not isolated until it is deleted or renamed")
+
+		By("reporting it, not retrying it as an error with backoff")
+		reconcileErrors := func() float64 {
+			return counterValue("controller_runtime_reconcile_errors_total", map[string]string{"controller": "networkpolicy"})
+		}
+		before := reconcileErrors()
+		Consistently(func(g Gomega) {
+			g.Expect(reconcileErrors()).To(Equal(before), "reconcile errors")
+			g.Expect(stored(ctx, g).ResourceVersion).To(Equal(theirs.ResourceVersion), "theirs is left alone")
+		}, holdFor, interval).Should(Succeed())
+
+		By("making the pool's own once an admin deletes theirs, though no watch sees it go")
+		Expect(k8sClient.Delete(ctx, theirs)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(metav1.IsControlledBy(stored(ctx, g), sbs)).To(BeTrue())
+		}, conflictRecheck+timeout, interval).Should(Succeed())
+		expectPolicy(ctx)
+	})
 })
 
 // liveInputs reads what the policy depends on from the API server, as the

@@ -78,7 +78,7 @@ func (h *heldLimit) reserve(ctx context.Context, sbs *agentsv1alpha1.SandboxSet,
 	unlock := h.locks.lock(holderKey(sbs.Namespace, sbs.Name, user))
 	defer unlock()
 	for range ledgerRetries {
-		ledger, pending, err := h.readLedger(ctx, sbs, user)
+		ledger, pending, err := h.readLedger(ctx, sbs, pod, user)
 		if err != nil {
 			return err
 		}
@@ -200,8 +200,9 @@ func ledgerName(pool, user string) string {
 }
 
 // readLedger returns the ledger as stored (nil if there is none yet) and
-// its reservations.
-func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, user string) (*coordinationv1.Lease, map[string]reservation, error) {
+// its reservations. It refuses the claim of pod if a Lease that is not the
+// pool's holds the ledger's name.
+func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, pod, user string) (*coordinationv1.Lease, map[string]reservation, error) {
 	lease := &coordinationv1.Lease{}
 	err := h.apiReader.Get(ctx, types.NamespacedName{Namespace: sbs.Namespace, Name: ledgerName(sbs.Name, user)}, lease)
 	if apierrors.IsNotFound(err) {
@@ -210,8 +211,12 @@ func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxS
 	if err != nil {
 		return nil, nil, apierrors.NewInternalError(fmt.Errorf("reading %s's claim ledger in SandboxSet %s: %w", user, sbs.Name, err))
 	}
-	if holder := lease.Spec.HolderIdentity; holder == nil || *holder != user {
-		return nil, nil, apierrors.NewInternalError(fmt.Errorf("claim ledger %s counts another identity's claims, not %s's", lease.Name, user))
+	if why := foreignLedger(lease, sbs, user); why != "" {
+		ctrl.LoggerFrom(ctx).Info("Refused a claim: a Lease that is not the pool's holds the name of the identity's claim ledger",
+			"lease", lease.Name, "reason", why) // the request's logger names the user
+		return nil, nil, apierrors.NewForbidden(podResource, pod, fmt.Errorf(
+			"rule claim-ledger: Lease %s in namespace %s has the name of %s's claim ledger in SandboxSet %s but is not the operator's: %s; a cluster admin must delete it (kubectl -n %s delete lease %s) before %s can claim from this pool",
+			lease.Name, lease.Namespace, user, sbs.Name, why, lease.Namespace, lease.Name, user))
 	}
 	pending := map[string]reservation{}
 	if raw := lease.Annotations[agentsv1alpha1.AnnotationLedgerPending]; raw != "" {
@@ -222,6 +227,23 @@ func (h *heldLimit) readLedger(ctx context.Context, sbs *agentsv1alpha1.SandboxS
 		}
 	}
 	return lease, pending, nil
+}
+
+// foreignLedger says why the Lease under user's ledger name is not the
+// pool's ledger, or "" if it is. Only a labelled Lease is kept the
+// operator's (pool-objects; claim-ledger keeps unlabelled ones from taking
+// the name), so a ledger must carry the pool's label, an owner reference to
+// this SandboxSet (not an earlier one of the same name) and user as holder.
+func foreignLedger(lease *coordinationv1.Lease, sbs *agentsv1alpha1.SandboxSet, user string) string {
+	switch {
+	case lease.Labels[agentsv1alpha1.LabelSandboxSet] != sbs.Name:
+		return "it is not labelled " + agentsv1alpha1.LabelSandboxSet + "=" + sbs.Name
+	case !slices.ContainsFunc(lease.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == sbs.UID }):
+		return "it is not owned by this SandboxSet"
+	case lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != user:
+		return "its holderIdentity is not " + user
+	}
+	return ""
 }
 
 // writeLedger stores the reservations: a creation, or an update of the

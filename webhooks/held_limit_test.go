@@ -7,20 +7,25 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 	"github.com/sandboxset/warmpool/controllers"
+	"github.com/sandboxset/warmpool/test/envtestenv"
 )
 
 // spec.maxHeldPerIdentity through the real API server, claimed by agents
@@ -174,3 +179,171 @@ var _ = Describe("The per-identity limit on held sandboxes", func() {
 		Expect(reserved.Load()).To(BeEquivalentTo(limit))
 	})
 })
+
+// A claim ledger's name follows from the pool and the user name, so anyone
+// can compute it, and edit grants Leases. The squatters here are
+// ServiceAccounts that hold only their token, the example agent Role and
+// the built-in edit ClusterRole.
+var _ = Describe("A Lease under a claim ledger's name, made by someone else", func() {
+	var (
+		ns   string
+		warm []corev1.Pod
+	)
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		sbs := newSandboxSet(ns, "demo", 2)
+		sbs.Spec.MaxHeldPerIdentity = ptr.To[int32](1)
+		warm = warmPoolOf(ctx, sbs)
+	})
+
+	It("is refused to an agent holding edit, naming the rule", func(ctx SpecContext) {
+		squatter, _ := serviceAccountClient(ctx, ns, "squatter")
+		victim := "system:serviceaccount:" + ns + ":victim"
+		squat := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ledgerName("demo", victim)},
+			Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(victim)},
+		}
+		want := "rule claim-ledger: Lease " + squat.Name + " is named like a claim ledger (<pool>-held-<12 hex digits>), " +
+			"which only the SandboxSet operator creates; choose another name"
+
+		By("RBAC lets it write Leases of other names")
+		Expect(squatter.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "notes"}})).To(Succeed())
+
+		By("creating the victim's ledger before its first claim")
+		// The API server loads policies asynchronously: a dry run stores
+		// nothing until the rule is in force.
+		Eventually(func() error {
+			return squatter.Create(ctx, squat.DeepCopy(), client.DryRunAll)
+		}, timeout, interval).Should(MatchError(ContainSubstring("rule claim-ledger")))
+		err := squatter.Create(ctx, squat.DeepCopy())
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring(want))
+		Expect(apierrors.IsNotFound(adminClient.Get(ctx, client.ObjectKeyFromObject(squat), &coordinationv1.Lease{}))).To(BeTrue())
+
+		By("the same with the pool's label")
+		labelled := squat.DeepCopy()
+		labelled.Labels = map[string]string{agentsv1alpha1.LabelSandboxSet: "demo"}
+		err = squatter.Create(ctx, labelled)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring("rule pool-objects: claim ledger " + squat.Name + " belongs to SandboxSet demo"))
+
+		By("rewriting an unlabelled one made before the rule")
+		Expect(adminClient.Create(ctx, squat)).To(Succeed())
+		rewrite := squat.DeepCopy()
+		rewrite.Spec.HolderIdentity = ptr.To("system:serviceaccount:" + ns + ":squatter")
+		err = squatter.Update(ctx, rewrite)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+		Expect(err.Error()).To(ContainSubstring(want))
+	})
+
+	// Leases made before the rule was installed, or by a trusted identity:
+	// the admin plays the squatter.
+	DescribeTable("made before the rule, is not counted in: claims are refused, naming it and the way out, until an admin deletes it",
+		func(ctx SpecContext, holder func(victim string) string, labelled bool, why string) {
+			c, victim := serviceAccountClient(ctx, ns, "victim")
+			foreign := &coordinationv1.Lease{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ledgerName("demo", victim)},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder(victim))},
+			}
+			if labelled {
+				foreign.Labels = map[string]string{agentsv1alpha1.LabelSandboxSet: "demo"}
+			}
+			Expect(adminClient.Create(ctx, foreign)).To(Succeed())
+
+			_, err := claimAs(ctx, c, &warm[0], "worker")
+			Expect(apierrors.IsForbidden(err)).To(BeTrue(), "a refusal, not an internal error: %v", err)
+			Expect(err.Error()).To(ContainSubstring("rule claim-ledger: Lease " + foreign.Name + " in namespace " + ns +
+				" has the name of " + victim + "'s claim ledger in SandboxSet demo but is not the operator's: " + why +
+				"; a cluster admin must delete it (kubectl -n " + ns + " delete lease " + foreign.Name + ") before " + victim + " can claim from this pool"))
+			stored := &coordinationv1.Lease{}
+			Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(foreign), stored)).To(Succeed())
+			Expect(stored.ResourceVersion).To(Equal(foreign.ResourceVersion), "not written as a ledger")
+
+			By("the way out")
+			Expect(adminClient.Delete(ctx, foreign)).To(Succeed())
+			_, err = claimAs(ctx, c, &warm[0], "worker")
+			Expect(err).NotTo(HaveOccurred())
+			ledger := &coordinationv1.Lease{}
+			Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(foreign), ledger)).To(Succeed())
+			Expect(ledger.Labels).To(HaveKeyWithValue(agentsv1alpha1.LabelSandboxSet, "demo"))
+			Expect(ledger.Spec.HolderIdentity).To(HaveValue(Equal(victim)))
+			Expect(ledger.Annotations[agentsv1alpha1.AnnotationLedgerPending]).To(ContainSubstring(warm[0].Name))
+		},
+		Entry("holding another identity (was an internal error)", func(string) string { return "someone-else" }, false,
+			"it is not labelled agents.kruise.io/sandboxset=demo"),
+		Entry("holding the victim's identity (was an internal error: manager-scope refused the manager's write)", func(v string) string { return v }, false,
+			"it is not labelled agents.kruise.io/sandboxset=demo"),
+		Entry("labelled, but owned by no SandboxSet (was used as its ledger)", func(v string) string { return v }, true,
+			"it is not owned by this SandboxSet"),
+	)
+})
+
+// serviceAccountClient makes a ServiceAccount in ns that holds the example
+// agent Role and the built-in edit ClusterRole, and returns a client that
+// authenticates with its token alone, as an agent in a Pod does, and its
+// user name. It asks the API server who the client is first.
+func serviceAccountClient(ctx context.Context, ns, name string) (client.Client, string) {
+	GinkgoHelper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	Expect(adminClient.Create(ctx, sa)).To(Succeed())
+	user := "system:serviceaccount:" + ns + ":" + name
+	Expect(env.BindAgentRole(ctx, ns, user)).To(Succeed())
+	// envtest runs no controller-manager to aggregate edit's rules into it,
+	// so the roles it aggregates are bound too.
+	for _, role := range []string{"edit", "system:aggregate-to-edit", "system:aggregate-to-view"} {
+		Expect(adminClient.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ReplaceAll(role, ":", "-") + "-" + name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
+		})).To(Succeed())
+	}
+	token := &authenticationv1.TokenRequest{}
+	Expect(adminClient.SubResource("token").Create(ctx, sa, token)).To(Succeed())
+	cfg := rest.AnonymousClientConfig(testEnv.Config) // the API server's CA, no client certificate
+	cfg.BearerToken = token.Status.Token
+	Expect(envtestenv.ExpectIdentity(ctx, cfg, user)).To(Succeed())
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	Expect(err).NotTo(HaveOccurred())
+	return c, user
+}
+
+// TestForeignLedger: only a Lease with the pool's label, an owner reference
+// to this SandboxSet and the identity as holder counts as its ledger.
+func TestForeignLedger(t *testing.T) {
+	sbs := &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "demo", UID: "uid-now"}}
+	const user = "system:serviceaccount:team-a:agent-r"
+	ledger := func(change func(*coordinationv1.Lease)) *coordinationv1.Lease {
+		lease := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace: "team-a", Name: ledgerName("demo", user),
+				Labels:          map[string]string{agentsv1alpha1.LabelSandboxSet: "demo"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "SandboxSet", Name: "demo", UID: "uid-now"}},
+			},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(user)},
+		}
+		change(lease)
+		return lease
+	}
+	for _, tc := range []struct {
+		name  string
+		lease *coordinationv1.Lease
+		want  string
+	}{
+		{"the pool's own", ledger(func(*coordinationv1.Lease) {}), ""},
+		{"unlabelled", ledger(func(l *coordinationv1.Lease) { l.Labels = nil }), "it is not labelled agents.kruise.io/sandboxset=demo"},
+		{"labelled for another pool", ledger(func(l *coordinationv1.Lease) { l.Labels[agentsv1alpha1.LabelSandboxSet] = "other" }),
+			"it is not labelled agents.kruise.io/sandboxset=demo"},
+		{"owned by no one", ledger(func(l *coordinationv1.Lease) { l.OwnerReferences = nil }), "it is not owned by this SandboxSet"},
+		{"owned by an earlier SandboxSet of the same name", ledger(func(l *coordinationv1.Lease) { l.OwnerReferences[0].UID = "uid-before" }),
+			"it is not owned by this SandboxSet"},
+		{"no holder", ledger(func(l *coordinationv1.Lease) { l.Spec.HolderIdentity = nil }), "its holderIdentity is not " + user},
+		{"another holder", ledger(func(l *coordinationv1.Lease) { l.Spec.HolderIdentity = ptr.To("system:serviceaccount:team-a:agent-s") }),
+			"its holderIdentity is not " + user},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := foreignLedger(tc.lease, sbs, user); got != tc.want {
+				t.Errorf("foreignLedger() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -125,7 +125,7 @@ func (e *Env) install() error {
 		return fmt.Errorf("creating namespace %s: %w", AdmissionParams.Namespace, err)
 	}
 	var objs []*unstructured.Unstructured
-	for _, file := range []string{"rbac/role.yaml", "policies/params.yaml", "policies/pool_label.yaml", "policies/pool_pods.yaml", "policies/pool_objects.yaml", "policies/manager_scope.yaml"} {
+	for _, file := range []string{"rbac/role.yaml", "policies/params.yaml", "policies/pool_label.yaml", "policies/pool_pods.yaml", "policies/pool_objects.yaml", "policies/claim_ledger.yaml", "policies/manager_scope.yaml"} {
 		decoded, err := decodeYAML(filepath.Join(e.Root, "config", file))
 		if err != nil {
 			return err
