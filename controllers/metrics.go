@@ -20,7 +20,7 @@ var (
 
 	poolCondition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sandboxset_status_condition",
-		Help: "1 while a SandboxSet's status condition (Ready, ReplicaFailure) is True, else 0: what alerts key on.",
+		Help: "1 while a SandboxSet's status condition (Ready, ReplicaFailure, Reconciling, Stalled) is True, else 0 (Reconciling and Stalled are absent while False): what alerts key on.",
 	}, []string{"namespace", "sandboxset", "condition"})
 
 	claimsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{

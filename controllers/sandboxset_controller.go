@@ -139,19 +139,24 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	log.V(1).Info("Planned the pool", "create", todo.create, "delete", len(todo.delete), "relabel", len(todo.relabel),
 		"pendingCreates", pendingCreates.Len(), "pendingDeletes", len(pendingDeletes), "orphans", len(p.orphans), "releasing", len(p.claimed),
 		"creationsDeferredFor", retryIn)
-	errs = append(errs, createErr, r.deletePods(ctx, sbs, todo.delete))
+	errs = append(errs, r.deletePods(ctx, sbs, todo.delete))
 
 	// The status reflects this pass's writes: deleted Pods are gone, created
 	// ones are creating, relabelled ones carry their new state. A deferred
 	// pass still reports the refusal it waits out.
 	p.active = withoutPods(p.active, todo.delete)
 	p.pendingCreates += created
-	err = kerrors.NewAggregate(errs)
+	otherErr := kerrors.NewAggregate(errs)
+	err = kerrors.NewAggregate(append(errs, createErr))
 	failure := createErr
 	if deferred {
 		failure = refusal
 	}
-	if statusErr := r.updateStatus(ctx, sbs, p, revision, failure, err == nil && !deferred); statusErr != nil {
+	status := computeStatus(sbs, p, revision, poolSelector(sbs.Name).String(), failure)
+	if stampsGeneration(status, createErr, otherErr, deferred) {
+		status.ObservedGeneration = sbs.Generation
+	}
+	if statusErr := r.updateStatus(ctx, sbs, status); statusErr != nil {
 		return ctrl.Result{}, kerrors.NewAggregate([]error{err, statusErr})
 	}
 	if err != nil {
@@ -395,13 +400,9 @@ func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1al
 	return adopted, kerrors.NewAggregate(errs)
 }
 
-// updateStatus writes the status if it changed. observedGeneration moves
-// only after a pass without errors.
-func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, p pool, revision string, createErr error, clean bool) error {
-	status := computeStatus(sbs, p, revision, poolSelector(sbs.Name).String(), createErr)
-	if clean {
-		status.ObservedGeneration = sbs.Generation
-	}
+// updateStatus records the pool's metrics and writes the status if it
+// changed.
+func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) error {
 	r.recordPoolMetrics(sbs, status)
 	key := client.ObjectKeyFromObject(sbs)
 	// The cached SandboxSet may not show our last status write yet. Unless
@@ -431,7 +432,8 @@ func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet,
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateAvailable)).Set(float64(status.AvailableReplicas))
 	poolSandboxes.WithLabelValues(sbs.Namespace, sbs.Name, string(agentsv1alpha1.StateCreating)).Set(float64(status.Replicas - status.AvailableReplicas))
 	poolDesired.WithLabelValues(sbs.Namespace, sbs.Name).Set(float64(sbs.Spec.DesiredReplicas()))
-	for _, condition := range []string{agentsv1alpha1.ConditionReady, agentsv1alpha1.ConditionReplicaFailure} {
+	for _, condition := range []string{agentsv1alpha1.ConditionReady, agentsv1alpha1.ConditionReplicaFailure,
+		agentsv1alpha1.ConditionReconciling, agentsv1alpha1.ConditionStalled} {
 		value := 0.0
 		if meta.IsStatusConditionTrue(status.Conditions, condition) {
 			value = 1

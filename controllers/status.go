@@ -37,9 +37,73 @@ func computeStatus(sbs *agentsv1alpha1.SandboxSet, p pool, updateRevision, selec
 		}
 	}
 
-	meta.SetStatusCondition(&status.Conditions, replicaFailureCondition(createErr, sbs.Generation))
-	meta.SetStatusCondition(&status.Conditions, readyCondition(sbs, status, unschedulable))
+	failure := replicaFailureCondition(createErr, sbs.Generation)
+	ready := readyCondition(sbs, status, unschedulable)
+	meta.SetStatusCondition(&status.Conditions, failure)
+	meta.SetStatusCondition(&status.Conditions, ready)
+	setKstatusCondition(&status.Conditions, kstatusCondition(failure, ready))
 	return status
+}
+
+// kstatusCondition is the condition GitOps tools read the pool's health
+// from (kstatus): Stalled while only a person can unblock the pool,
+// Reconciling while it fills or rolls out, none once it is Ready. Its
+// message starts with the reason, because Argo CD and Flux show only the
+// message.
+func kstatusCondition(failure, ready metav1.Condition) *metav1.Condition {
+	var c metav1.Condition
+	switch {
+	case failure.Status == metav1.ConditionTrue && blocksCreation(failure.Reason):
+		c = failure
+		c.Type = agentsv1alpha1.ConditionStalled
+	case ready.Reason == agentsv1alpha1.ReasonUnschedulable:
+		c = ready
+		c.Type = agentsv1alpha1.ConditionStalled
+	case ready.Status == metav1.ConditionTrue:
+		return nil
+	default:
+		c = ready
+		c.Type = agentsv1alpha1.ConditionReconciling
+	}
+	c.Status = metav1.ConditionTrue
+	c.Message = c.Reason + ": " + c.Message
+	return &c
+}
+
+// blocksCreation says whether a creation failure lasts until someone acts:
+// a refusal does, an error on the way to the API server does not.
+func blocksCreation(reason string) bool {
+	switch reason {
+	case agentsv1alpha1.ReasonQuotaExceeded, agentsv1alpha1.ReasonPodSecurityViolation, agentsv1alpha1.ReasonCreateForbidden:
+		return true
+	default:
+		return false
+	}
+}
+
+// setKstatusCondition keeps at most one of Reconciling and Stalled, c, and
+// only while True: kstatus reads their absence as False.
+func setKstatusCondition(conditions *[]metav1.Condition, c *metav1.Condition) {
+	for _, t := range []string{agentsv1alpha1.ConditionReconciling, agentsv1alpha1.ConditionStalled} {
+		if c == nil || c.Type != t {
+			meta.RemoveStatusCondition(conditions, t)
+		}
+	}
+	if c != nil {
+		meta.SetStatusCondition(conditions, *c)
+	}
+}
+
+// stampsGeneration says whether a pass may set observedGeneration to the
+// SandboxSet's generation: after a pass without errors, and after one whose
+// only error is a refusal that stalls the pool, so that a generation that
+// cannot be satisfied reads Failed, not InProgress forever. A pass that
+// only waits out an earlier refusal has not tried this generation.
+func stampsGeneration(status agentsv1alpha1.SandboxSetStatus, createErr, otherErr error, deferred bool) bool {
+	if otherErr != nil || deferred {
+		return false
+	}
+	return createErr == nil || meta.IsStatusConditionTrue(status.Conditions, agentsv1alpha1.ConditionStalled)
 }
 
 func replicaFailureCondition(createErr error, generation int64) metav1.Condition {
@@ -59,14 +123,18 @@ func replicaFailureCondition(createErr error, generation int64) metav1.Condition
 	return c
 }
 
-// createFailureReason tells a quota refusal from other refusals, because
-// each needs a different fix: raise the quota, or fix the admission policy.
+// createFailureReason tells a quota refusal and a Pod Security refusal from
+// other refusals, because each needs a different fix: raise the quota, fix
+// the template or the namespace's level, or fix the admission policy.
 func createFailureReason(err error) string {
 	var status apierrors.APIStatus
+	refused := apierrors.IsForbidden(err) || apierrors.IsInvalid(err)
 	switch {
 	case apierrors.IsForbidden(err) && errors.As(err, &status) && isQuotaMessage(status.Status().Message):
 		return agentsv1alpha1.ReasonQuotaExceeded
-	case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+	case refused && errors.As(err, &status) && isPodSecurityMessage(status.Status().Message):
+		return agentsv1alpha1.ReasonPodSecurityViolation
+	case refused:
 		return agentsv1alpha1.ReasonCreateForbidden
 	default:
 		return agentsv1alpha1.ReasonCreateFailed
@@ -76,6 +144,13 @@ func createFailureReason(err error) string {
 // isQuotaMessage recognises the ResourceQuota admission plugin's refusals.
 func isQuotaMessage(msg string) bool {
 	return strings.Contains(msg, "exceeded quota") || strings.Contains(msg, "status unknown for quota")
+}
+
+// isPodSecurityMessage recognises Pod Security refusals: the API server's
+// PodSecurity admission (403) and the Pod webhook's check of the operator's
+// minimum (422, "rule pod-security") both say "violates PodSecurity".
+func isPodSecurityMessage(msg string) bool {
+	return strings.Contains(msg, "violates PodSecurity")
 }
 
 func readyCondition(sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus, unschedulable *corev1.Pod) metav1.Condition {

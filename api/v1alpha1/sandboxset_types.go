@@ -199,7 +199,8 @@ type SandboxSetUpdateStrategy struct {
 
 // SandboxSetStatus is the observed state of the warm pool.
 type SandboxSetStatus struct {
-	// ObservedGeneration is the generation this status was computed for.
+	// ObservedGeneration is the generation this status was computed for: the
+	// last one the controller reconciled without error, or found stalled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
@@ -225,7 +226,9 @@ type SandboxSetStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
-	// Conditions say whether the pool is full and why not.
+	// Conditions say whether the pool is full and why not: Ready and
+	// ReplicaFailure, and Reconciling and Stalled, which follow the kstatus
+	// convention that GitOps tools read and are present only while True.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -239,6 +242,15 @@ const (
 	ConditionReady = "Ready"
 	// ConditionReplicaFailure is True when the pool cannot create Pods.
 	ConditionReplicaFailure = "ReplicaFailure"
+	// ConditionReconciling is present, True, while the pool is filling or
+	// rolling out a template change and nothing blocks it (kstatus
+	// InProgress). Its reason is Ready's.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is present, True, while something only a person can
+	// fix keeps the pool from filling: a ResourceQuota, Pod Security, another
+	// admission refusal, or a template no node fits (kstatus Failed). Its
+	// reason is ReplicaFailure's or Ready's, whichever blocks.
+	ConditionStalled = "Stalled"
 )
 
 // Condition reasons of a SandboxSet.
@@ -251,6 +263,9 @@ const (
 	ReasonCreateForbidden   = "CreateForbidden"
 	ReasonCreateFailed      = "CreateFailed"
 	ReasonCreateSucceeded   = "CreateSucceeded"
+	// ReasonPodSecurityViolation: Pod Security admission refused the Pods,
+	// at the namespace's enforce level or the operator's minimum.
+	ReasonPodSecurityViolation = "PodSecurityViolation"
 )
 
 // SandboxSet keeps a warm pool of ready sandbox Pods. Agents claim a Pod by
