@@ -78,6 +78,10 @@ BENCH_FLAGS ?=
 bench: ## Benchmark the SandboxSet against a ReplicaSet warm pool on a local cluster of its own (docs/benchmark.md); fails on a double claim or an extra Pod, never on speed.
 	go run ./test/bench $(BENCH_FLAGS)
 
+.PHONY: bench-autoscale
+bench-autoscale: ## Replay claim traces (steady, diurnal, bursts, idle night) against a mean-sized, a peak-sized and an autoscaled pool on a local cluster of its own (about 15 minutes; BENCH_FLAGS=-trace-quick for about 3); fails on a double claim, never on speed.
+	go run ./test/bench -scenarios none -trace-replay $(BENCH_FLAGS)
+
 ##@ Build
 
 .PHONY: build
@@ -127,8 +131,8 @@ envtest: ## Build kube-apiserver and etcd for envtest into the cache (about 10 m
 	test/tools/build.sh envtest
 
 .PHONY: cluster-tools
-cluster-tools: ## Also build kube-scheduler, kube-controller-manager and kwok for the local cluster (a few minutes more the first time), and fetch promtool from Debian's prometheus package.
-	test/tools/build.sh envtest cluster promtool
+cluster-tools: ## Also build kube-scheduler, kube-controller-manager and kwok for the local cluster (a few minutes more the first time), and fetch promtool from Debian's prometheus package and the Python agent example's client from Debian's python3-kubernetes.
+	test/tools/build.sh envtest cluster promtool python-client
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)

@@ -5,10 +5,13 @@
 # (about 12 minutes on 2 cores); later runs take seconds.
 #
 # Usage: build.sh <what>...   where <what> is envtest (kube-apiserver, etcd),
-#                              cluster (envtest + scheduler, controller-manager, kwok)
-#                              or promtool (from Debian's prometheus package)
+#                              cluster (envtest + scheduler, controller-manager, kwok),
+#                              promtool (from Debian's prometheus package)
+#                              or python-client (Debian's python3-kubernetes, for
+#                              the Python agent example in api/python)
 # Prints nothing; the binaries land in "$(build.sh --dir)", promtool at
-# "$(build.sh --promtool)".
+# "$(build.sh --promtool)", and the Python client in the directory that
+# "$(build.sh --pythonpath)" prints, for PYTHONPATH.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,9 +19,11 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
 PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
+PYTHON_KUBERNETES_DEB_VERSION=22.6.0-2
 cache=${SANDBOXSET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sandboxset}
 dir="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 promtool="$cache/bin/prometheus-$PROMETHEUS_DEB_VERSION/promtool"
+pythonpath="$cache/python/python3-kubernetes-$PYTHON_KUBERNETES_DEB_VERSION"
 
 # build <module dir> <package> <binary name>: go build into the cache, atomically.
 build() {
@@ -47,11 +52,49 @@ fetch_promtool() {
   rm -rf "$tmp"
 }
 
+# python-client: Debian's python3-kubernetes, and the Python packages it
+# needs that are not installed here, unpacked like promtool (no root, no pip,
+# nothing installed) into a directory for PYTHONPATH. It is for Debian's own
+# /usr/bin/python3, whose dist-packages provide the rest.
+fetch_python_client() {
+  [ -f "$pythonpath/.complete" ] && return 0
+  local tmp pkg pkgs=("python3-kubernetes=$PYTHON_KUBERNETES_DEB_VERSION")
+  tmp=$(mktemp -d)
+  echo "fetching Debian's python3-kubernetes $PYTHON_KUBERNETES_DEB_VERSION and its missing dependencies (cached in $pythonpath)" >&2
+  if ! apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances \
+      "python3-kubernetes=$PYTHON_KUBERNETES_DEB_VERSION" >"$tmp/depends" 2>"$tmp/download.log"; then
+    cat "$tmp/download.log" >&2
+    rm -rf "$tmp"
+    echo "build.sh: apt knows no python3-kubernetes $PYTHON_KUBERNETES_DEB_VERSION; run apt-get update" >&2
+    exit 1
+  fi
+  for pkg in $(grep '^python3-' "$tmp/depends" | sort -u); do
+    [ "$pkg" = python3-kubernetes ] && continue
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$' || pkgs+=("$pkg")
+  done
+  if ! (cd "$tmp" && apt-get download -q "${pkgs[@]}" >>download.log 2>&1); then
+    cat "$tmp/download.log" >&2
+    rm -rf "$tmp"
+    echo "build.sh: could not download ${pkgs[*]}; if apt has no such version, run apt-get update" >&2
+    exit 1
+  fi
+  for pkg in "$tmp"/*.deb; do dpkg-deb -x "$pkg" "$tmp/x"; done
+  # What was unpacked, for whoever wonders which versions a machine got.
+  (cd "$tmp" && ls -1 *.deb) >"$tmp/x/usr/lib/python3/dist-packages/.packages"
+  mkdir -p "$(dirname "$pythonpath")"
+  rm -rf "$pythonpath"
+  mv "$tmp/x/usr/lib/python3/dist-packages" "$pythonpath"
+  touch "$pythonpath/.complete"
+  rm -rf "$tmp"
+}
+
 for what in "$@"; do
   case "$what" in
     --dir) echo "$dir" ;;
     --promtool) echo "$promtool" ;;
+    --pythonpath) echo "$pythonpath" ;;
     promtool) fetch_promtool ;;
+    python-client) fetch_python_client ;;
     envtest)
       build kubernetes k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver
       build etcd go.etcd.io/etcd/server/v3 etcd
@@ -64,6 +107,6 @@ for what in "$@"; do
       build kwok sigs.k8s.io/kwok/cmd/kwok kwok
       build kwok sigs.k8s.io/kwok/cmd/kwokctl kwokctl
       ;;
-    *) echo "build.sh: unknown target $what (want envtest, cluster, promtool, --dir or --promtool)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown target $what (want envtest, cluster, promtool, python-client, --dir, --promtool or --pythonpath)" >&2; exit 2 ;;
   esac
 done
