@@ -79,7 +79,7 @@ bench: ## Benchmark the SandboxSet against a ReplicaSet warm pool on a local clu
 	go run ./test/bench $(BENCH_FLAGS)
 
 .PHONY: bench-autoscale
-bench-autoscale: ## Replay claim traces (steady, diurnal, bursts, idle night) against a mean-sized, a peak-sized and an autoscaled pool on a local cluster of its own (about 15 minutes; BENCH_FLAGS=-trace-quick for about 3); fails on a double claim, never on speed.
+bench-autoscale: ## Replay claim traces (steady, diurnal, bursts, idle night) against a mean-sized, a peak-sized and an autoscaled pool on a local cluster of its own (about 11 minutes; BENCH_FLAGS=-trace-quick for about 4); fails on a double claim, never on speed.
 	go run ./test/bench -scenarios none -trace-replay $(BENCH_FLAGS)
 
 ##@ Build

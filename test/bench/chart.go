@@ -33,6 +33,11 @@ var lineColors = map[string]string{
 	sysSandboxSet: "#1f77b4",
 	sysReplicaSet: "#e6550d",
 	floorLine:     "#555555",
+	// The trace replay's chart (tracereport.go).
+	variantMean: "#2ca02c",
+	variantPeak: "#d62728",
+	variantAuto: "#9467bd",
+	demandLine:  "#aaaaaa",
 }
 
 // chartSystems are the systems in the order the report draws them.
@@ -470,6 +475,14 @@ func (r *results) page() reportPage {
 		pg.Sections = append(pg.Sections, reportSection{Title: s.Title,
 			Intro:   fmt.Sprintf("Claims arrive at %g/s for %s, open loop, on a full pool of N = %d.", p.Rate, p.Duration, p.N),
 			Figures: figs})
+	}
+	if sec := r.TraceReplay.traceReportSection(); sec != nil {
+		pg.Legend = append(pg.Legend,
+			legendEntry{swatch(variantMean), "mean-sized: a fixed pool sized by Little's law for the trace's mean rate"},
+			legendEntry{swatch(variantPeak), "peak-sized: a fixed pool sized for the most claims within any refill time"},
+			legendEntry{swatch(variantAuto), "autoscaled: the pool the operator sizes (spec.autoscaling)"},
+			legendEntry{swatch(demandLine), "demand: claims that arrived within the last mean refill time"})
+		pg.Sections = append(pg.Sections, *sec)
 	}
 	return pg
 }

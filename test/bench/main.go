@@ -12,6 +12,12 @@
 //
 //	go run ./test/bench -quick     # a small run for development
 //	make bench BENCH_FLAGS='-profile noqps'
+//
+// With -trace-replay it also replays claim arrival traces against a
+// mean-sized, a peak-sized and an autoscaled pool (issue 21; tracereplay.go):
+//
+//	make bench-autoscale                            # about 11 minutes
+//	go run ./test/bench -trace-quick                # about 4 minutes
 package main
 
 import (
@@ -87,6 +93,16 @@ type params struct {
 	Report                string        `json:"-"`
 	ReuseCluster          bool          `json:"reuseCluster"`
 	KeepCluster           bool          `json:"-"`
+	// The trace replay of pool autoscaling (tracereplay.go).
+	TraceReplay         bool          `json:"traceReplay"`
+	TraceQuick          bool          `json:"traceQuick"`
+	Traces              string        `json:"traces"`
+	TraceSeed           uint64        `json:"traceSeed"`
+	TraceRefill         time.Duration `json:"traceRefillNanoseconds"`
+	TraceHold           time.Duration `json:"traceHoldNanoseconds"`
+	TraceMiss           string        `json:"traceMiss"`
+	TraceReadyMax       time.Duration `json:"traceReadyMaxNanoseconds"`
+	TraceScaleDownDelay time.Duration `json:"traceScaleDownDelayNanoseconds"`
 }
 
 func parseFlags(args []string) (params, error) {
@@ -124,6 +140,15 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.Report, "report", "bench-report.html", "where to write the HTML report with charts: a bare file name goes next to -out; empty for none")
 	fs.BoolVar(&p.ReuseCluster, "reuse-cluster", false, "use the cluster left by -keep-cluster instead of bringing one up (its profile and ready delay are what they were)")
 	fs.BoolVar(&p.KeepCluster, "keep-cluster", false, "leave the cluster up at the end")
+	fs.BoolVar(&p.TraceReplay, "trace-replay", false, "replay claim arrival traces against a mean-sized, a peak-sized and an autoscaled pool (issue 21), on cluster "+traceClusterName+" with the manager on ports "+traceWebhookPort+"/"+traceMetricsPort+"/"+traceProbePort+"; alone unless -scenarios is given")
+	fs.BoolVar(&p.TraceQuick, "trace-quick", false, "-trace-replay with short traces (about 4 minutes with the cluster's bring-up), for development")
+	fs.StringVar(&p.Traces, "traces", strings.Join(traceNames, ","), "-trace-replay: comma-separated traces to replay")
+	fs.Uint64Var(&p.TraceSeed, "trace-seed", 1, "-trace-replay: the seed of the traces' arrival times")
+	fs.DurationVar(&p.TraceRefill, "trace-refill", 0, "-trace-replay: size the fixed pools for this refill time (mean and p90 alike) instead of the one measured on the cluster at the start; 0 to measure")
+	fs.StringVar(&p.TraceMiss, "trace-miss", traceMissCold, "-trace-replay: what an agent does when its pool has no available sandbox: cold (creates one from the template, already claimed, and waits until it is Ready; its agents may also create Pods) or wait (waits for the pool to have one available)")
+	fs.DurationVar(&p.TraceHold, "trace-hold", 2*time.Second, "-trace-replay: how long an agent holds a claimed sandbox before releasing it")
+	fs.DurationVar(&p.TraceReadyMax, "trace-ready-max", 3*time.Second, "-trace-replay: Pods turn Ready uniformly between -ready-delay and this after binding (test/local/cluster.sh's default 1–3 s)")
+	fs.DurationVar(&p.TraceScaleDownDelay, "trace-scale-down-delay", 30*time.Second, "-trace-replay: the autoscaled pool's spec.autoscaling.scaleDownDelay, for compressed time")
 	if err := fs.Parse(args); err != nil {
 		return p, err
 	}
@@ -134,6 +159,15 @@ func parseFlags(args []string) (params, error) {
 		if !set[name] {
 			apply()
 		}
+	}
+	if p.TraceQuick {
+		p.TraceReplay = true
+		def("trace-scale-down-delay", func() { p.TraceScaleDownDelay = 10 * time.Second })
+	}
+	if p.TraceReplay {
+		// The trace replay alone, on a cluster of its own, unless asked.
+		def("scenarios", func() { p.Scenarios = "none" })
+		def("cluster-name", func() { p.ClusterName = traceClusterName })
 	}
 	switch {
 	case p.Quick && p.Long:
@@ -168,6 +202,12 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-ready-delay must not be negative")
 	case p.RSSPoolSize < 1 || p.RSSClaimRate < 0:
 		return p, errors.New("-rss10k-pool-size must be at least 1 and -rss10k-claim-rate not negative")
+	case p.TraceMiss != traceMissCold && p.TraceMiss != traceMissWait:
+		return p, fmt.Errorf("-trace-miss %q: want %s or %s", p.TraceMiss, traceMissCold, traceMissWait)
+	case p.TraceHold < 0 || p.TraceScaleDownDelay < 0 || p.TraceRefill < 0:
+		return p, errors.New("-trace-hold, -trace-scale-down-delay and -trace-refill must not be negative")
+	case slices.ContainsFunc(strings.Split(p.Traces, ","), func(s string) bool { return !slices.Contains(traceNames, s) }):
+		return p, fmt.Errorf("-traces %q: want a comma-separated list of %s", p.Traces, strings.Join(traceNames, ", "))
 	}
 	return p, nil
 }
@@ -208,6 +248,9 @@ func run(p params) (err error) {
 
 	res := &results{StartedAt: time.Now(), Command: os.Args, Params: p, Machine: describeMachine(p), Git: describeGit(repo)}
 	cl := newCluster(repo, p)
+	if p.TraceReplay {
+		useTraceCluster(cl, p)
+	}
 	if !p.ReuseCluster {
 		if !p.KeepCluster {
 			defer func() {
@@ -355,10 +398,14 @@ func (b *bench) measureAll(ctx context.Context) error {
 			b.res.RSS10k.addError(err)
 		}
 	}
+	var traceErr error
+	if b.p.TraceReplay {
+		traceErr = b.traceReplay(ctx)
+	}
 	if b.p.KeepCluster || b.p.ReuseCluster {
 		b.cleanup()
 	}
-	return ctx.Err()
+	return errors.Join(traceErr, ctx.Err())
 }
 
 func (b *bench) measureFloor(ctx context.Context) error {

@@ -29,8 +29,10 @@ type results struct {
 	Scenarios  []*scenarioResult `json:"scenarios"`
 	Expiry     *runs             `json:"expiry,omitempty"`
 	RSS10k     *runs             `json:"rss10k,omitempty"`
-	Errors     []string          `json:"errors,omitempty"`
-	byKey      map[string]*scenarioResult
+	// TraceReplay is the trace replay of pool autoscaling (-trace-replay).
+	TraceReplay *traceReplayResult `json:"traceReplay,omitempty"`
+	Errors      []string           `json:"errors,omitempty"`
+	byKey       map[string]*scenarioResult
 }
 
 type scenarioResult struct {
@@ -194,6 +196,7 @@ func (r *results) correctness() error {
 			}
 		}
 	}
+	errs = append(errs, r.TraceReplay.correctness())
 	return errors.Join(errs...)
 }
 
@@ -556,6 +559,7 @@ func (r *results) printTables(w io.Writer) {
 	if r.RSS10k != nil {
 		printSingleRuns(w, fmt.Sprintf("Manager memory with %d pool Pods", p.RSSPods), "rss10k", rssRows, r.RSS10k)
 	}
+	r.TraceReplay.printTables(w)
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
