@@ -21,6 +21,7 @@ import (
 // refill. Updates that change nothing the controller reads are dropped.
 type podEventHandler struct {
 	refills *refillClock
+	demand  *demandTracker
 }
 
 type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
@@ -28,10 +29,18 @@ type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 func (h *podEventHandler) Create(_ context.Context, e event.TypedCreateEvent[client.Object], q queue) {
 	// A Pod created already claimed, after the manager started, is a cold
 	// claim: count it like any claim.
-	if pod, ok := e.Object.(*corev1.Pod); ok && !e.IsInInitialList && agentsv1alpha1.IsClaimed(pod) {
-		key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Labels[agentsv1alpha1.LabelSandboxSet]}
-		h.refills.claimedCold(key, claim{pod: pod.Name, agent: pod.Labels[agentsv1alpha1.LabelClaimedBy], at: claimTime(pod)})
+	pod, ok := e.Object.(*corev1.Pod)
+	switch {
+	case !ok:
+	case !e.IsInInitialList && agentsv1alpha1.IsClaimed(pod):
+		key := poolOf(pod)
+		at := claimTime(pod)
+		h.refills.claimedCold(key, claim{pod: pod.Name, agent: pod.Labels[agentsv1alpha1.LabelClaimedBy], at: at})
+		h.demand.observeClaim(key, at, false)
 		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()
+	case e.IsInInitialList && !agentsv1alpha1.IsClaimed(pod) && agentsv1alpha1.IsPodReady(pod):
+		// What the pool took to start before the manager did.
+		h.observeRefill(pod)
 	}
 	enqueuePool(e.Object, q)
 }
@@ -43,11 +52,32 @@ func (h *podEventHandler) Update(_ context.Context, e event.TypedUpdateEvent[cli
 		return
 	}
 	if !agentsv1alpha1.IsClaimed(oldPod) && agentsv1alpha1.IsClaimed(newPod) {
-		key := types.NamespacedName{Namespace: newPod.Namespace, Name: newPod.Labels[agentsv1alpha1.LabelSandboxSet]}
-		h.refills.claimed(key, claim{pod: newPod.Name, agent: newPod.Labels[agentsv1alpha1.LabelClaimedBy], at: claimTime(newPod)})
+		key := poolOf(newPod)
+		at := claimTime(newPod)
+		h.refills.claimed(key, claim{pod: newPod.Name, agent: newPod.Labels[agentsv1alpha1.LabelClaimedBy], at: at})
+		h.demand.observeClaim(key, at, true)
 		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()
 	}
+	if !agentsv1alpha1.IsPodReady(oldPod) && agentsv1alpha1.IsPodReady(newPod) && !agentsv1alpha1.IsClaimed(newPod) {
+		h.observeRefill(newPod)
+	}
 	enqueuePool(newPod, q)
+}
+
+// observeRefill records how long a pool Pod took from creation to Ready,
+// both as the API server stamped them: whole seconds each, so the error
+// averages out over many Pods rather than adding the watch's delay.
+func (h *podEventHandler) observeRefill(pod *corev1.Pod) {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			h.demand.observeRefill(poolOf(pod), pod.CreationTimestamp.Time, c.LastTransitionTime.Time)
+			return
+		}
+	}
+}
+
+func poolOf(pod *corev1.Pod) types.NamespacedName {
+	return types.NamespacedName{Namespace: pod.Namespace, Name: pod.Labels[agentsv1alpha1.LabelSandboxSet]}
 }
 
 func (h *podEventHandler) Delete(_ context.Context, e event.TypedDeleteEvent[client.Object], q queue) {

@@ -3,6 +3,8 @@ package controllers
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
 // Pool metrics, served next to controller-runtime's own on the manager's
@@ -17,6 +19,11 @@ var (
 		Name: "sandboxset_desired_sandboxes",
 		Help: "The warm pool size a SandboxSet asks for (spec.replicas).",
 	}, []string{"namespace", "sandboxset"})
+
+	poolAutoscaling = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sandboxset_autoscaling",
+		Help: "An autoscaled SandboxSet's sizing: quantity desired_replicas (its recommendation), arrival_rate (claims per second), refill_seconds, warm_hit_ratio (over the last 2 minutes; absent without claims) and target_warm_ratio.",
+	}, []string{"namespace", "sandboxset", "quantity"})
 
 	poolCondition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sandboxset_status_condition",
@@ -52,7 +59,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(poolSandboxes, poolDesired, poolCondition, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
+	metrics.Registry.MustRegister(poolSandboxes, poolDesired, poolAutoscaling, poolCondition, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
 }
 
 func forgetPoolMetrics(namespace, name string) {
@@ -60,6 +67,28 @@ func forgetPoolMetrics(namespace, name string) {
 	poolSandboxes.DeletePartialMatch(labels)
 	poolDesired.DeletePartialMatch(labels)
 	poolCondition.DeletePartialMatch(labels)
+	poolAutoscaling.DeletePartialMatch(labels)
 	claimsTotal.DeletePartialMatch(labels)
 	claimToReplacement.DeletePartialMatch(labels)
+}
+
+// recordAutoscalingMetrics publishes the numbers behind a pool's size, as
+// measured, not as status rounds them.
+func recordAutoscalingMetrics(sbs *agentsv1alpha1.SandboxSet, snap demandSnapshot) {
+	set := func(quantity string, v float64) {
+		poolAutoscaling.WithLabelValues(sbs.Namespace, sbs.Name, quantity).Set(v)
+	}
+	set("desired_replicas", float64(snap.recommendation.Replicas))
+	set("arrival_rate", snap.rate)
+	set("refill_seconds", snap.refill.Seconds())
+	set("target_warm_ratio", snap.target)
+	if ratio, ok := snap.warmHitRatio(); ok {
+		set("warm_hit_ratio", ratio)
+	} else {
+		poolAutoscaling.DeleteLabelValues(sbs.Namespace, sbs.Name, "warm_hit_ratio")
+	}
+}
+
+func forgetAutoscalingMetrics(namespace, name string) {
+	poolAutoscaling.DeletePartialMatch(map[string]string{"namespace": namespace, "sandboxset": name})
 }

@@ -65,6 +65,7 @@ type SandboxSetReconciler struct {
 
 	expectations *expectations
 	refills      *refillClock
+	demand       *demandTracker
 	statusWrites *statusWrites
 	// writeSlots holds a token per Pod write in flight.
 	writeSlots chan struct{}
@@ -72,7 +73,7 @@ type SandboxSetReconciler struct {
 	pods toolscache.Indexer
 }
 
-// +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=agents.kruise.io,resources=sandboxsets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -114,8 +115,13 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	p.active = append(p.active, adopted...)
 	errs = append(errs, err)
 
+	// An autoscaled pool is sized here, and the rest of the pass works
+	// from sized; sbs stays as cached, for the status write to compare with.
+	sized, autoscaling, err := r.autoscale(ctx, sbs)
+	errs = append(errs, err)
+
 	revision := sbs.Spec.Revision()
-	replicas := sbs.Spec.DesiredReplicas()
+	replicas := sized.Spec.DesiredReplicas()
 	todo := computePlan(p, replicas, resolveMaxUnavailable(sbs.Spec.UpdateStrategy.MaxUnavailable, replicas), revision)
 	// After a refusal (quota, admission) the pool waits out its backoff,
 	// then probes with one creation rather than spend a batch on refusals.
@@ -152,7 +158,8 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if deferred {
 		failure = refusal
 	}
-	status := computeStatus(sbs, p, revision, poolSelector(sbs.Name).String(), failure)
+	status := computeStatus(sized, p, revision, poolSelector(sbs.Name).String(), failure)
+	status.Autoscaling = autoscaling
 	if stampsGeneration(status, createErr, otherErr, deferred) {
 		status.ObservedGeneration = sbs.Generation
 	}
@@ -169,6 +176,9 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	if deferred && (requeue == 0 || retryIn < requeue) {
 		requeue = retryIn
+	}
+	if autoscaling != nil && (requeue == 0 || autoscaleResync < requeue) {
+		requeue = autoscaleResync
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -413,7 +423,14 @@ func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1al
 	// The whole status, not a diff against the cached copy: a diff against
 	// a stale copy leaves out the fields that equal it, and the stored
 	// status ends up half old, half new.
-	patch, err := json.Marshal(map[string]any{"status": status})
+	fields, err := toFields(status)
+	if err != nil {
+		return fmt.Errorf("encoding SandboxSet status: %w", err)
+	}
+	if status.Autoscaling == nil {
+		fields["autoscaling"] = nil // a merge patch removes a field only by naming it null
+	}
+	patch, err := json.Marshal(map[string]any{"status": fields})
 	if err != nil {
 		return fmt.Errorf("encoding SandboxSet status: %w", err)
 	}
@@ -445,6 +462,7 @@ func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet,
 func (r *SandboxSetReconciler) forget(key types.NamespacedName) {
 	r.expectations.forget(key)
 	r.refills.forget(key)
+	r.demand.forget(key)
 	r.statusWrites.forget(key)
 	forgetPoolMetrics(key.Namespace, key.Name)
 }
@@ -456,7 +474,7 @@ func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentsv1alpha1.SandboxSet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Pod{}, &podEventHandler{refills: r.refills}).
+		Watches(&corev1.Pod{}, &podEventHandler{refills: r.refills, demand: r.demand}).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.Options.Workers,
 			// Failed passes back off per SandboxSet; healthy ones never wait.
@@ -469,6 +487,7 @@ func (r *SandboxSetReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 func (r *SandboxSetReconciler) prepare(ctx context.Context, c cache.Cache) error {
 	r.expectations = newExpectations(r.Options.ExpectationTTL, firstRetry, maxRetry)
 	r.refills = newRefillClock()
+	r.demand = newDemandTracker()
 	r.statusWrites = &statusWrites{versions: map[types.NamespacedName]string{}}
 	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
 	var err error
@@ -510,4 +529,14 @@ func withoutPods(pods, drop []*corev1.Pod) []*corev1.Pod {
 		}
 	}
 	return out
+}
+
+// toFields is v as a JSON object's fields.
+func toFields(v any) (map[string]any, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]any{}
+	return fields, json.Unmarshal(data, &fields)
 }

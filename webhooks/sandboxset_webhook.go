@@ -2,6 +2,7 @@ package webhooks
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -28,6 +30,11 @@ type SandboxSetWebhook struct {
 	// MaxReplicas is the ceiling on one pool's size. An unbounded pool lets
 	// one object create Pods without limit.
 	MaxReplicas int32
+	// ManagerUsername is the manager's own identity: the autoscaler, the
+	// only one that may change an autoscaled pool's replicas.
+	ManagerUsername string
+	// APIReader reads the SandboxSet a scale request is for.
+	APIReader client.Reader
 
 	podSecurity *podSecurity
 }
@@ -85,6 +92,7 @@ func (w *SandboxSetWebhook) ValidateUpdate(ctx context.Context, old, sbs *agents
 // its level does not lock the pool's size or lifetime in place.
 func (w *SandboxSetWebhook) validate(ctx context.Context, sbs, old *agentsv1alpha1.SandboxSet) (admission.Warnings, error) {
 	errs := validateSandboxSet(sbs, old, w.MaxReplicas)
+	errs = append(errs, w.validateAutoscaling(ctx, sbs, old)...)
 	if len(errs) > 0 || (old != nil && equality.Semantic.DeepEqual(old.Spec.Template, sbs.Spec.Template)) {
 		return nil, invalid(sandboxSetKind, sbs.Name, errs)
 	}
@@ -106,19 +114,46 @@ func (w *SandboxSetWebhook) ValidateDelete(context.Context, *agentsv1alpha1.Sand
 	return nil, nil
 }
 
+// validateAutoscaling checks spec.autoscaling, against the operator's
+// ceiling too, and refuses a change of replicas on a pool that stays
+// autoscaled by anyone but the autoscaler.
+func (w *SandboxSetWebhook) validateAutoscaling(ctx context.Context, sbs, old *agentsv1alpha1.SandboxSet) field.ErrorList {
+	spec := sbs.Spec.Autoscaling
+	if spec == nil {
+		return nil
+	}
+	byHand := old != nil && old.Spec.Autoscaling != nil &&
+		old.Spec.DesiredReplicas() != sbs.Spec.DesiredReplicas() && !w.byManager(ctx)
+	errs := validateAutoscaling(spec, byHand, field.NewPath("spec"))
+	grown := old == nil || old.Spec.Autoscaling == nil || spec.MaxReplicas > old.Spec.Autoscaling.MaxReplicas
+	if spec.MaxReplicas > w.MaxReplicas && grown {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "autoscaling", "maxReplicas"), spec.MaxReplicas,
+			fmt.Sprintf("must be at most %d, the operator's ceiling on one pool (manager flag --max-replicas)", w.MaxReplicas)))
+	}
+	return errs
+}
+
+func (w *SandboxSetWebhook) byManager(ctx context.Context) bool {
+	req, err := admission.RequestFromContext(ctx)
+	return err == nil && w.ManagerUsername != "" && req.UserInfo.Username == w.ManagerUsername
+}
+
 var sandboxSetKind = agentsv1alpha1.GroupVersion.WithKind("SandboxSet").GroupKind()
 
 // +kubebuilder:webhook:path=/validate-agents-kruise-io-v1alpha1-sandboxset-scale,mutating=false,failurePolicy=fail,sideEffects=None,groups=agents.kruise.io,resources=sandboxsets/scale,verbs=update,versions=v1alpha1,name=vsandboxset-scale.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5
 
-// scaleValidator holds kubectl scale and autoscalers to the same ceiling.
-// A scale request carries an autoscaling/v1 Scale, not a SandboxSet, which
-// the typed validator cannot take; hence a plain handler.
+// scaleValidator holds kubectl scale and autoscalers to the same ceiling,
+// and keeps them off a pool the operator autoscales. A scale request
+// carries an autoscaling/v1 Scale, not a SandboxSet, which the typed
+// validator cannot take; hence a plain handler.
 type scaleValidator struct {
-	maxReplicas int32
-	decoder     admission.Decoder
+	maxReplicas     int32
+	managerUsername string
+	reader          client.Reader
+	decoder         admission.Decoder
 }
 
-func (v *scaleValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+func (v *scaleValidator) Handle(ctx context.Context, req admission.Request) admission.Response {
 	scale, oldScale := &autoscalingv1.Scale{}, &autoscalingv1.Scale{}
 	if err := v.decoder.DecodeRaw(req.Object, scale); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
@@ -127,6 +162,13 @@ func (v *scaleValidator) Handle(_ context.Context, req admission.Request) admiss
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	errs := validateReplicas(scale.Spec.Replicas, &oldScale.Spec.Replicas, v.maxReplicas, field.NewPath("spec", "replicas"))
+	if scale.Spec.Replicas != oldScale.Spec.Replicas && req.UserInfo.Username != v.managerUsername {
+		sbs := &agentsv1alpha1.SandboxSet{}
+		if err := v.reader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: req.Name}, sbs); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("reading SandboxSet %s to scale it: %w", req.Name, err))
+		}
+		errs = append(errs, validateAutoscaling(sbs.Spec.Autoscaling, true, field.NewPath("spec"))...)
+	}
 	if err := invalid(sandboxSetKind, req.Name, errs); err != nil {
 		status := err.(apierrors.APIStatus).Status()
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: false, Result: &status}}
@@ -158,7 +200,7 @@ func (w *SandboxSetWebhook) SetupWithManager(mgr ctrl.Manager) error {
 	decoder := admission.NewDecoder(mgr.GetScheme())
 	server := mgr.GetWebhookServer()
 	server.Register("/validate-agents-kruise-io-v1alpha1-sandboxset-scale", &webhook.Admission{
-		Handler: &scaleValidator{maxReplicas: w.MaxReplicas, decoder: decoder},
+		Handler: &scaleValidator{maxReplicas: w.MaxReplicas, managerUsername: w.ManagerUsername, reader: w.APIReader, decoder: decoder},
 	})
 	server.Register("/mutate-agents-kruise-io-v1alpha1-sandboxset", &webhook.Admission{
 		Handler: &tolerantDefaulter{defaulter: admission.WithDefaulter(mgr.GetScheme(), w), decoder: decoder},

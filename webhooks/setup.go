@@ -33,7 +33,7 @@ func SetupWithManager(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas, podSecurity: security}).SetupWithManager(mgr); err != nil {
+	if err := (&SandboxSetWebhook{MaxReplicas: o.MaxReplicas, ManagerUsername: o.ManagerUsername, APIReader: mgr.GetAPIReader(), podSecurity: security}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the SandboxSet webhooks: %w", err)
 	}
 	pods := &PodWebhook{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: o.ManagerUsername, podSecurity: security}

@@ -26,9 +26,18 @@ type SandboxSetSpec struct {
 	// the operator's ceiling (manager flag --max-replicas, 5000 by default).
 	// Defaults to 1. Negative values are refused by the API server's scale
 	// subresource check; a schema minimum would only say so a second time.
+	// While autoscaling is set, the autoscaler writes it and nobody else
+	// may: leave it out of manifests that GitOps tools apply.
 	// +kubebuilder:default=1
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Autoscaling sizes the pool from demand, to serve a share of claims
+	// warm. While it is set the operator owns replicas: changing replicas
+	// by hand, with kubectl scale or with an HorizontalPodAutoscaler, is
+	// refused.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
 
 	// PersistentContents lists what the sandbox runtime keeps when it
 	// hibernates a sandbox and wakes it up, each value at most once. Every
@@ -226,6 +235,11 @@ type SandboxSetStatus struct {
 	// +optional
 	Selector string `json:"selector,omitempty"`
 
+	// Autoscaling is what the autoscaler last decided and the demand it
+	// saw; present while spec.autoscaling is.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+
 	// Conditions say whether the pool is full and why not: Ready and
 	// ReplicaFailure, and Reconciling and Stalled, which follow the kstatus
 	// convention that GitOps tools read and are present only while True.
@@ -282,6 +296,11 @@ const (
 // +kubebuilder:printcolumn:name="Updated",type=integer,JSONPath=".status.updatedReplicas",priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=".spec.autoscaling.targetWarmRatio",priority=1
+// +kubebuilder:printcolumn:name="WarmHit",type=string,JSONPath=".status.autoscaling.warmHitRatio",priority=1
+// +kubebuilder:printcolumn:name="Rate",type=string,JSONPath=".status.autoscaling.arrivalRate",priority=1
+// +kubebuilder:printcolumn:name="Refill",type=string,JSONPath=".status.autoscaling.refillSeconds",priority=1
+// +kubebuilder:printcolumn:name="SizedBy",type=string,JSONPath=".status.autoscaling.reason",priority=1
 type SandboxSet struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -3,6 +3,9 @@
 package main
 
 import (
+	// Autoscaling schedules name IANA time zones; the image has no zoneinfo.
+	_ "time/tzdata"
+
 	"context"
 	"crypto/tls"
 	"errors"
