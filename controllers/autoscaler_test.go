@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -65,6 +66,10 @@ var _ = Describe("Autoscaling", func() {
 		expectEvent(ctx, sbs, "Autoscaled",
 			"Scaled the pool from 1 to 3 sandboxes (schedule always): 0 claims/s, 30s to refill, target 0.9 served warm")
 		expectPool(ctx, sbs, 3, 0)
+		Eventually(func(g Gomega) {
+			out := kubectl(ctx, "get", "sbs", "-n", ns, sbs.Name, "-o", "custom-columns=T:.spec.autoscaling.targetWarmRatio,R:.status.autoscaling.refillSeconds,S:.status.autoscaling.reason", "--no-headers")
+			g.Expect(strings.Fields(out)).To(Equal([]string{"0.9", "30", "schedule", "always"}))
+		}, timeout, interval).Should(Succeed())
 
 		By("growing when agents claim: no Pod has been seen ready, so each refill is taken to be 30 s")
 		var claimed []string

@@ -118,7 +118,8 @@ var _ = Describe("SandboxSet warm pool", func() {
 		Expect(got.Status.UpdateRevision).To(MatchRegexp(`^[a-z0-9]{6,10}$`), "a short hash like pod-template-hash")
 		Eventually(func(g Gomega) {
 			wide := get("-o", "wide")
-			g.Expect(wide[0]).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE", "DESIRED", "UPDATED", "READY", "REASON"}))
+			g.Expect(wide[0]).To(Equal([]string{"NAME", "REPLICAS", "AVAILABLE", "UPDATEREVISION", "AGE", "DESIRED", "UPDATED", "READY", "REASON",
+				"TARGET", "WARMHIT", "RATE", "REFILL", "SIZEDBY"}), "the autoscaler's columns, blank for a pool that is not autoscaled")
 			g.Expect(wide[1][5:]).To(Equal([]string{"2", "2", "True", agentsv1alpha1.ReasonPoolReady}))
 		}, timeout, interval).Should(Succeed())
 	})

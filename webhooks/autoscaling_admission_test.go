@@ -41,7 +41,7 @@ var _ = Describe("Autoscaling admission", func() {
 			Expect(err.Error()).To(ContainSubstring(wantMessage))
 		},
 		Entry("min above max", func(a *agentsv1alpha1.AutoscalingSpec) { a.MinReplicas = 11 },
-			"spec.autoscaling.minReplicas", "minReplicas must not be more than maxReplicas"),
+			"spec.autoscaling.minReplicas", "must not be more than maxReplicas (10)"),
 		Entry("a target above 1", func(a *agentsv1alpha1.AutoscalingSpec) { a.TargetWarmRatio = "1.5" },
 			"spec.autoscaling.targetWarmRatio", "must be a decimal greater than 0 and at most 1"),
 		Entry("a target of 0", func(a *agentsv1alpha1.AutoscalingSpec) { a.TargetWarmRatio = "0" },

@@ -30,16 +30,15 @@ var Weekdays = []Weekday{Monday, Tuesday, Wednesday, Thursday, Friday, Saturday,
 // demand has stayed lower for scaleDownDelay, deleting warm sandboxes
 // only. While this is set the operator owns spec.replicas: changing it, or
 // kubectl scale, is refused.
-// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not be more than maxReplicas",fieldPath=".minReplicas"
 type AutoscalingSpec struct {
 	// TargetWarmRatio is the fraction of claims that should find a warm
 	// sandbox, written as a decimal greater than 0 and at most 1: "0.99"
 	// asks for 99 claims in 100 served warm. A higher target needs a
 	// larger pool, steeply so near 1; "1" is taken as one cold claim in a
 	// billion. Defaults to "0.99".
-	// A rule rather than a pattern, for a message without a regular
-	// expression in it; sizing.ParseRatio holds the same expression.
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(0[.][0-9]*[1-9][0-9]*|1([.]0+)?)$')",message="must be a decimal greater than 0 and at most 1, e.g. 0.99"
+	// The webhook checks it (sizing.ParseRatio), as it does the times
+	// below: a schema rule would add "some validation rules were not
+	// checked" to every schema error of the whole object.
 	// +kubebuilder:validation:MaxLength=12
 	// +kubebuilder:default="0.99"
 	// +optional
@@ -99,7 +98,6 @@ type AutoscalingSchedule struct {
 
 	// Start is when the window opens, as HH:MM on a 24-hour clock in
 	// timeZone, e.g. "08:00".
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')",message="must be a time of day as HH:MM on a 24-hour clock, e.g. 08:00 or 18:30"
 	// +kubebuilder:validation:MaxLength=5
 	// +required
 	Start string `json:"start"`
@@ -108,7 +106,6 @@ type AutoscalingSchedule struct {
 	// before start closes the window the next day ("22:00" to "06:00");
 	// an end equal to start keeps it open 24 hours ("00:00" to "00:00"
 	// for whole days).
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')",message="must be a time of day as HH:MM on a 24-hour clock, e.g. 08:00 or 18:30"
 	// +kubebuilder:validation:MaxLength=5
 	// +required
 	End string `json:"end"`
