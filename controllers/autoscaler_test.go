@@ -77,23 +77,23 @@ var _ = Describe("Autoscaling", func() {
 			claimPod(ctx, &pod, "agent-"+strconv.Itoa(i))
 			claimed = append(claimed, pod.Name)
 		}
-		// Three claims in the last 10 s: 0.3 claims/s over a 30 s refill.
-		want := sizing.WarmSize(0.3, 30*time.Second, 0.9, 13)
-		Expect(want).To(BeNumerically(">", 3), "the test needs demand above the floor")
-		expectSize(ctx, min(want, 12), map[bool]string{true: "max", false: "demand"}[want > 12])
+		// Three claims at once after a quiet spell read as 1.5 claims/s (an
+		// onset, over its least span of 2 s), over a 30 s refill: past max.
+		Expect(sizing.WarmSize(1.5, 30*time.Second, 0.9, 13)).To(BeNumerically(">", 12), "the test needs demand above max")
+		expectSize(ctx, 12, "max")
 		Eventually(func(g Gomega) {
 			got := stored(ctx, g)
-			g.Expect(got.Status.Autoscaling.ArrivalRate).To(Equal("0.3"))
+			g.Expect(got.Status.Autoscaling.ArrivalRate).NotTo(Equal("0"))
 			g.Expect(got.Status.Autoscaling.RefillSeconds).To(Equal("30"))
 			g.Expect(got.Status.Autoscaling.WarmHitRatio).To(Equal("1"), "every claim found a sandbox")
 			g.Expect(got.Status.Autoscaling.LastScaleTime).NotTo(BeNil())
 		}, timeout, interval).Should(Succeed())
-		expectPool(ctx, sbs, min(want, 12), 0)
+		expectPool(ctx, sbs, 12, 0)
 
 		By("shrinking once the claims leave the short window and the delay has passed")
 		// The two-minute window still holds the three claims: 0.025 claims/s.
 		quiet := sizing.WarmSize(0.025, 30*time.Second, 0.9, 13)
-		Expect(quiet).To(BeNumerically("<", min(want, 12)))
+		Expect(quiet).To(BeNumerically("<", 12))
 		if quiet > 3 {
 			expectSize(ctx, quiet, "demand")
 		} else {

@@ -88,7 +88,8 @@ func TestDemandSnapshot(t *testing.T) {
 		name:   "demand beyond the maximum",
 		record: func(d *demandTracker) { claimEvery(d, 500, 20*time.Millisecond, demandT0, 0) },
 		spec:   autoscaling(2, 50),
-		want: agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 50, ArrivalRate: "50", RefillSeconds: "30",
+		// 500 claims over the 9.98 s since they began, after a quiet spell.
+		want: agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 50, ArrivalRate: "50.1", RefillSeconds: "30",
 			WarmHitRatio: "1", Reason: sizing.ReasonMax},
 	}, {
 		name: "an open schedule's floor, in its own time zone",

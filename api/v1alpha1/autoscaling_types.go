@@ -133,7 +133,9 @@ type AutoscalingStatus struct {
 	DesiredReplicas int32 `json:"desiredReplicas"`
 
 	// ArrivalRate is the claim rate it sized for, in claims per second: the
-	// busier of the last 10 seconds and the last 2 minutes, e.g. "3.2".
+	// busier of the last 10 seconds (or, for claims that began after a
+	// quiet spell, the time since they began) and the last 2 minutes,
+	// e.g. "3.2".
 	// +optional
 	ArrivalRate string `json:"arrivalRate,omitempty"`
 

@@ -17,7 +17,8 @@
 // for 125 where 117 meet the target.
 //
 // Bursts are handled twice: Rate reads the busier of a short and a long
-// window, so a burst raises the rate within seconds, and Stabilizer holds
+// window, and claims that start after a quiet spell over the time since
+// they started, so a burst raises the rate within seconds, and Stabilizer holds
 // the largest recent size for the scale-down delay, so the pool shrinks only
 // after demand has stayed low. Recommend then applies the floors (minimum,
 // schedules) and the ceiling.

@@ -26,7 +26,13 @@ func TestRate(t *testing.T) {
 	}{
 		{name: "no claims", want: 0},
 		{name: "steady 1/s: both windows agree", claims: every(200, time.Second, t0), want: 1},
-		{name: "a burst of 50 in 2 s: the short window sees it", claims: every(50, 40*time.Millisecond, t0), want: 5},
+		{name: "a burst of 50 in 2 s after a quiet spell: read over the 2 s", claims: every(50, 40*time.Millisecond, t0), want: 25},
+		{name: "a burst of 50 in 1 s: read over no less than 2 s", claims: every(50, 20*time.Millisecond, t0), want: 25},
+		{name: "claims that began 4 s ago after a quiet spell: read over the 4 s",
+			claims: append([]time.Time{t0.Add(-time.Minute)}, every(13, time.Second/3, t0)...), want: 13.0 / 4},
+		{name: "the same claims in a stream: read over the whole window",
+			claims: append(every(10, time.Second, t0.Add(-5*time.Second)), every(13, time.Second/3, t0)...), want: 1.8},
+		{name: "two claims after a quiet spell are no onset", claims: every(2, time.Second, t0), want: 0.2},
 		{name: "quiet for the last minute: the long window remembers",
 			claims: every(60, time.Second, t0.Add(-60*time.Second)), want: 0.5},
 		{name: "claims older than the long window are gone",
@@ -37,7 +43,7 @@ func TestRate(t *testing.T) {
 			claims: []time.Time{t0.Add(time.Second), t0.Add(2 * time.Second)}, want: 0.2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Rate(tc.claims, t0); math.Abs(got-tc.want) > 1e-9 {
+			if got := Rate(tc.claims, t0); math.Abs(got-tc.want) > 1e-6 {
 				t.Errorf("Rate = %v, want %v", got, tc.want)
 			}
 		})
