@@ -48,7 +48,16 @@ func (r *SandboxSetReconciler) autoscale(ctx context.Context, sbs *agentsv1alpha
 	}
 	sized := sbs
 	if want := snap.recommendation.Replicas; want != current {
-		if err := r.scale(ctx, sbs, want); err != nil {
+		err := r.scale(ctx, sbs, want)
+		if apierrors.IsConflict(err) {
+			// The cache is behind the SandboxSet, most likely our own last
+			// scale: its update event wakes the pool to size it again.
+			ctrl.LoggerFrom(ctx).V(1).Info("SandboxSet changed before the autoscaler's write; sizing again on its event", "want", want)
+			return sbs, sbs.Status.Autoscaling, nil
+		}
+		if err != nil {
+			r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "FailedAutoscale", "Scale",
+				"Cannot scale the pool from %d to %d sandboxes: %v", current, want, err)
 			return sbs, sbs.Status.Autoscaling, err
 		}
 		sized = sbs.DeepCopy()
@@ -72,11 +81,12 @@ func (r *SandboxSetReconciler) scale(ctx context.Context, sbs *agentsv1alpha1.Sa
 	patched := sbs.DeepCopy()
 	patched.Spec.Replicas = ptr.To(replicas)
 	err := r.Patch(ctx, patched, client.MergeFromWithOptions(sbs, client.MergeFromWithOptimisticLock{}))
-	if apierrors.IsNotFound(err) {
+	switch {
+	case err == nil || apierrors.IsNotFound(err):
 		return nil
-	}
-	if err != nil {
+	case apierrors.IsConflict(err):
+		return err
+	default:
 		return fmt.Errorf("setting spec.replicas to %d for autoscaling: %w", replicas, err)
 	}
-	return nil
 }
