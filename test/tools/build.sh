@@ -35,6 +35,20 @@ build() {
   mv -f "$out.tmp.$$" "$out"
 }
 
+# apt_download <dir> <package>...: apt-get download into dir, appending to
+# dir/download.log. Package lists a machine image was built with go stale
+# as the mirror replaces superseded versions; as root (CI is), refresh them
+# once and try again.
+apt_download() {
+  local dir=$1
+  shift
+  (cd "$dir" && apt-get download -q "$@" >>download.log 2>&1) && return 0
+  [ "$(id -u)" = 0 ] || return 1
+  echo "apt-get download failed; refreshing the package lists (apt-get update) and trying again" >&2
+  apt-get update -q >>"$dir/download.log" 2>&1 || return 1
+  (cd "$dir" && apt-get download -q "$@" >>download.log 2>&1)
+}
+
 # promtool: unpack it from Debian's package, which apt-get downloads without
 # installing anything, so no root and no other package is needed.
 fetch_promtool() {
@@ -42,7 +56,7 @@ fetch_promtool() {
   local tmp
   tmp=$(mktemp -d)
   echo "fetching promtool from Debian's prometheus $PROMETHEUS_DEB_VERSION (cached in $(dirname "$promtool"))" >&2
-  if ! (cd "$tmp" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >download.log 2>&1 && dpkg-deb -x prometheus_*.deb x); then
+  if ! (apt_download "$tmp" "prometheus=$PROMETHEUS_DEB_VERSION" && dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"); then
     cat "$tmp/download.log" >&2
     echo "build.sh: could not download Debian's prometheus $PROMETHEUS_DEB_VERSION; if apt has no such version, run apt-get update" >&2
     exit 1
@@ -72,7 +86,7 @@ fetch_python_client() {
     [ "$pkg" = python3-kubernetes ] && continue
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$' || pkgs+=("$pkg")
   done
-  if ! (cd "$tmp" && apt-get download -q "${pkgs[@]}" >>download.log 2>&1); then
+  if ! apt_download "$tmp" "${pkgs[@]}"; then
     cat "$tmp/download.log" >&2
     rm -rf "$tmp"
     echo "build.sh: could not download ${pkgs[*]}; if apt has no such version, run apt-get update" >&2
