@@ -65,8 +65,9 @@ func (h *podEventHandler) Update(_ context.Context, e event.TypedUpdateEvent[cli
 }
 
 // observeRefill records how long a pool Pod took from creation to Ready,
-// both as the API server stamped them: whole seconds each, so the error
-// averages out over many Pods rather than adding the watch's delay.
+// as the Pod's own timestamps say (the API server's creation, the
+// kubelet's Ready): whole seconds each, so the error averages out over many
+// Pods rather than adding the watch's delay.
 func (h *podEventHandler) observeRefill(pod *corev1.Pod) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodReady {
