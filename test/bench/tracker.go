@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -237,20 +236,7 @@ func (t *tracker) newAt(rev string) int {
 func (t *tracker) availableBetween(from, to time.Time) []availPoint {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	h := t.availHistory
-	first, _ := slices.BinarySearchFunc(h, from, func(p availPoint, at time.Time) int { return p.at.Compare(at) })
-	before := 0 // nothing seen yet: no Pod available
-	if first > 0 {
-		before = h[first-1].available
-	}
-	out := []availPoint{{at: from, available: before}}
-	for _, p := range h[first:] {
-		if p.at.After(to) {
-			break
-		}
-		out = append(out, p)
-	}
-	return append(out, availPoint{at: to, available: out[len(out)-1].available})
+	return stepsBetween(t.availHistory, from, to)
 }
 
 func (t *tracker) lowest() int {
