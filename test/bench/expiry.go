@@ -196,12 +196,8 @@ func watchDeletions(ctx context.Context, b *bench, ns string) (*deletions, func(
 			}
 		},
 		DeleteFunc: func(obj any) {
-			if pod, ok := obj.(*corev1.Pod); ok {
+			if pod, ok := deletedPod(obj); ok {
 				d.record(pod.Name)
-			} else if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				if pod, ok := tomb.Obj.(*corev1.Pod); ok {
-					d.record(pod.Name)
-				}
 			}
 		},
 	})

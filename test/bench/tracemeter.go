@@ -195,10 +195,7 @@ func (m *poolMeter) setPod(obj any) {
 }
 
 func (m *poolMeter) removePod(obj any) {
-	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	pod, ok := obj.(*corev1.Pod)
+	pod, ok := deletedPod(obj)
 	if !ok {
 		return
 	}

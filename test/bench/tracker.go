@@ -120,11 +120,18 @@ func (t *tracker) set(obj any) {
 	t.notify()
 }
 
-func (t *tracker) remove(obj any) {
+// deletedPod is the Pod an informer's delete event is about: the Pod
+// itself, or the last state a tombstone knew of it.
+func deletedPod(obj any) (*corev1.Pod, bool) {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
 	pod, ok := obj.(*corev1.Pod)
+	return pod, ok
+}
+
+func (t *tracker) remove(obj any) {
+	pod, ok := deletedPod(obj)
 	if !ok {
 		return
 	}
