@@ -423,14 +423,7 @@ func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1al
 	// The whole status, not a diff against the cached copy: a diff against
 	// a stale copy leaves out the fields that equal it, and the stored
 	// status ends up half old, half new.
-	fields, err := toFields(status)
-	if err != nil {
-		return fmt.Errorf("encoding SandboxSet status: %w", err)
-	}
-	if status.Autoscaling == nil {
-		fields["autoscaling"] = nil // a merge patch removes a field only by naming it null
-	}
-	patch, err := json.Marshal(map[string]any{"status": fields})
+	patch, err := json.Marshal(map[string]any{"status": statusPatch{status, status.Autoscaling}})
 	if err != nil {
 		return fmt.Errorf("encoding SandboxSet status: %w", err)
 	}
@@ -531,12 +524,11 @@ func withoutPods(pods, drop []*corev1.Pod) []*corev1.Pod {
 	return out
 }
 
-// toFields is v as a JSON object's fields.
-func toFields(v any) (map[string]any, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	fields := map[string]any{}
-	return fields, json.Unmarshal(data, &fields)
+// statusPatch is a whole status as a merge patch. It names autoscaling even
+// when there is none, as null, since a merge patch removes a field only so;
+// this field, shallower than the embedded one, is the one encoding/json
+// writes.
+type statusPatch struct {
+	agentsv1alpha1.SandboxSetStatus
+	Autoscaling *agentsv1alpha1.AutoscalingStatus `json:"autoscaling"`
 }
