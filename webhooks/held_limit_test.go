@@ -15,7 +15,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -288,15 +287,7 @@ func serviceAccountClient(ctx context.Context, ns, name string) (client.Client, 
 	Expect(adminClient.Create(ctx, sa)).To(Succeed())
 	user := "system:serviceaccount:" + ns + ":" + name
 	Expect(env.BindAgentRole(ctx, ns, user)).To(Succeed())
-	// envtest runs no controller-manager to aggregate edit's rules into it,
-	// so the roles it aggregates are bound too.
-	for _, role := range []string{"edit", "system:aggregate-to-edit", "system:aggregate-to-view"} {
-		Expect(adminClient.Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ReplaceAll(role, ":", "-") + "-" + name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
-		})).To(Succeed())
-	}
+	Expect(env.BindEdit(ctx, ns, user)).To(Succeed())
 	token := &authenticationv1.TokenRequest{}
 	Expect(adminClient.SubResource("token").Create(ctx, sa, token)).To(Succeed())
 	cfg := rest.AnonymousClientConfig(testEnv.Config) // the API server's CA, no client certificate

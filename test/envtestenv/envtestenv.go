@@ -15,6 +15,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -392,8 +393,13 @@ func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
 	if err := e.BindRole(ctx, ns, wide.Name, user); err != nil {
 		return err
 	}
-	// envtest runs no controller-manager to aggregate edit's rules into
-	// it, so the roles it aggregates are bound too.
+	return e.BindEdit(ctx, ns, user)
+}
+
+// BindEdit grants the user the built-in edit ClusterRole in ns. envtest runs
+// no controller-manager to aggregate edit's rules into it, so the roles it
+// aggregates are bound too.
+func (e *Env) BindEdit(ctx context.Context, ns, user string) error {
 	for _, role := range []string{"edit", "system:aggregate-to-edit", "system:aggregate-to-view"} {
 		binding := &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: strings.ReplaceAll(role, ":", "-") + "-" + user},
@@ -404,7 +410,11 @@ func (e *Env) BindWideAgentRoles(ctx context.Context, ns, user string) error {
 			return fmt.Errorf("binding the %s ClusterRole to %s: %w", role, user, err)
 		}
 	}
-	return nil
+	edit := &rbacv1.ClusterRole{}
+	if err := e.Admin.Get(ctx, client.ObjectKey{Name: "system:aggregate-to-edit"}, edit); err != nil {
+		return fmt.Errorf("reading the system:aggregate-to-edit ClusterRole: %w", err)
+	}
+	return e.waitAuthorized(ctx, ns, user, edit.Rules)
 }
 
 // BindRole binds the Role named role in ns to the user, unless it is already.
@@ -416,6 +426,39 @@ func (e *Env) BindRole(ctx context.Context, ns, role, user string) error {
 	}
 	if err := client.IgnoreAlreadyExists(e.Admin.Create(ctx, binding)); err != nil {
 		return fmt.Errorf("binding Role %s to %s: %w", role, user, err)
+	}
+	granted := &rbacv1.Role{}
+	if err := e.Admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: role}, granted); err != nil {
+		return fmt.Errorf("reading Role %s: %w", role, err)
+	}
+	return e.waitAuthorized(ctx, ns, user, granted.Rules)
+}
+
+// waitAuthorized waits until the API server's authorizer lets the user do
+// the first verb of each rule in ns. The authorizer reads RBAC objects from
+// an informer, so a binding just created may not hold for the next request.
+func (e *Env) waitAuthorized(ctx context.Context, ns, user string, rules []rbacv1.PolicyRule) error {
+	for _, rule := range rules {
+		if len(rule.Verbs) == 0 || len(rule.APIGroups) == 0 || len(rule.Resources) == 0 {
+			continue
+		}
+		resource, subresource, _ := strings.Cut(rule.Resources[0], "/")
+		attrs := &authorizationv1.ResourceAttributes{
+			Namespace: ns, Verb: rule.Verbs[0], Group: rule.APIGroups[0], Resource: resource, Subresource: subresource,
+		}
+		if len(rule.ResourceNames) > 0 {
+			attrs.Name = rule.ResourceNames[0]
+		}
+		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: attrs}}
+			if err := e.Admin.Create(ctx, review); err != nil {
+				return false, err
+			}
+			return review.Status.Allowed, nil
+		})
+		if err != nil {
+			return fmt.Errorf("waiting for %s to be allowed to %s %s in %s: %w", user, attrs.Verb, rule.Resources[0], ns, err)
+		}
 	}
 	return nil
 }
