@@ -135,7 +135,7 @@ func (d *demandTracker) snapshot(key types.NamespacedName, spec *agentsv1alpha1.
 	if !s.refillObserved {
 		s.refill = fallbackRefillTime
 	}
-	s.recommendation = sizing.Size(policy, s.rate, s.refill, now, &p.sizes)
+	s.recommendation = sizing.Size(policy, s.rate, sizing.PeakClaims(p.claims, s.refill), s.refill, now, &p.sizes)
 	return s, nil
 }
 

@@ -71,6 +71,17 @@ func TestDemandSnapshot(t *testing.T) {
 		want: agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 18, ArrivalRate: "2", RefillSeconds: "5",
 			WarmHitRatio: "0.975", Reason: sizing.ReasonDemand},
 	}, {
+		name: "a batch a minute ago keeps the pool at its size, though the rate has fallen",
+		record: func(d *demandTracker) {
+			claimEvery(d, 100, time.Millisecond, demandT0.Add(-time.Minute), 0)
+			d.observeRefill(demandKey, demandT0.Add(-2*time.Minute), demandT0.Add(-115*time.Second))
+		},
+		spec:    autoscaling(2, 200),
+		current: 2,
+		// 100 claims over 2 minutes: 0.83/s × 5 s asks for 10 at 99%.
+		want: agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 100, ArrivalRate: "0.833", RefillSeconds: "5",
+			WarmHitRatio: "1", Reason: sizing.ReasonBurst},
+	}, {
 		name:    "the first snapshot keeps the current size for the delay",
 		spec:    autoscaling(2, 50),
 		current: 40,

@@ -151,9 +151,10 @@ type AutoscalingStatus struct {
 	WarmHitRatio string `json:"warmHitRatio,omitempty"`
 
 	// Reason says what set DesiredReplicas: "demand" (the size that serves
-	// the target at the observed rate and refill time), "scale-down
-	// delayed" (demand fell less than scaleDownDelay ago), "min", "max", or
-	// "schedule <name>" (an open schedule's floor).
+	// the target at the observed rate and refill time), "burst" (the most
+	// claims that recently arrived within one refill time, which is more),
+	// "scale-down delayed" (demand fell less than scaleDownDelay ago),
+	// "min", "max", or "schedule <name>" (an open schedule's floor).
 	// +optional
 	Reason string `json:"reason,omitempty"`
 

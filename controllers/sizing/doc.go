@@ -16,9 +16,11 @@
 // claims as taking slots too, and so oversizes: at λT = 100 and 99% it asks
 // for 125 where 117 meet the target.
 //
-// Bursts are handled twice: Rate reads the busier of a short and a long
-// window, and claims that start after a quiet spell over the time since
-// they started, so a burst raises the rate within seconds, and Stabilizer holds
+// Bursts are handled three times: Rate reads the busier of a short and a
+// long window, and claims that start after a quiet spell over the time since
+// they started, so a burst raises the rate within seconds; PeakClaims keeps
+// the pool as large as the largest recent batch within one refill time,
+// which a Poisson rate underrates; and Stabilizer holds
 // the largest recent size for the scale-down delay, so the pool shrinks only
 // after demand has stayed low. Recommend then applies the floors (minimum,
 // schedules) and the ceiling.

@@ -10,6 +10,10 @@ import (
 const (
 	// ReasonDemand: the size serves the observed claims at the target.
 	ReasonDemand = "demand"
+	// ReasonBurst: the size serves again, warm, the largest batch of claims
+	// that recently arrived within one refill time, which is more than the
+	// claims' rate asks for.
+	ReasonBurst = "burst"
 	// ReasonScaleDownDelayed: demand has fallen, but not for the whole
 	// scale-down delay; the pool keeps the largest recent size.
 	ReasonScaleDownDelayed = "scale-down delayed"
@@ -57,25 +61,31 @@ func Recommend(p Policy, demand int32, now time.Time) Recommendation {
 }
 
 // Size is the whole decision for one pool at now: the demand size for the
-// observed rate and refill time, held up by the stabilizer for the
-// scale-down delay, then bounded by the policy. The reason is the delay's
-// only where the delay changes the size.
-func Size(p Policy, rate float64, refill time.Duration, now time.Time, held *Stabilizer) Recommendation {
+// observed rate and refill time, or peak, the largest recent batch of claims
+// within one refill time (PeakClaims), if larger; held up by the stabilizer
+// for the scale-down delay, then bounded by the policy. The reason is the
+// delay's only where the delay changes the size.
+func Size(p Policy, rate float64, peak int, refill time.Duration, now time.Time, held *Stabilizer) Recommendation {
 	// One past the ceiling, so that demand beyond it reads as "max".
 	limit := p.Max
 	if limit < math.MaxInt32 {
 		limit++
 	}
-	demand := WarmSize(rate, refill, p.Target, limit)
+	demand, why := WarmSize(rate, refill, p.Target, limit), ReasonDemand
+	if batch := int32(min(peak, int(limit))); batch > demand {
+		demand, why = batch, ReasonBurst
+	}
 	stable := held.Observe(now, demand, p.ScaleDownDelay)
 	rec := Recommend(p, stable, now)
 	if stable > demand {
 		if undelayed := Recommend(p, demand, now); undelayed.Replicas == rec.Replicas {
-			return undelayed
-		}
-		if rec.Reason == ReasonDemand {
+			rec = undelayed
+		} else if rec.Reason == ReasonDemand {
 			rec.Reason = ReasonScaleDownDelayed
 		}
+	}
+	if rec.Reason == ReasonDemand {
+		rec.Reason = why
 	}
 	return rec
 }

@@ -54,6 +54,7 @@ func TestSize(t *testing.T) {
 	steps := []struct {
 		after time.Duration
 		rate  float64
+		peak  int
 		want  Recommendation
 	}{
 		{after: 0, rate: 0.1, want: Recommendation{5, ReasonDemand}},
@@ -65,11 +66,16 @@ func TestSize(t *testing.T) {
 		{after: 6 * time.Minute, rate: 0, want: Recommendation{1, ReasonMin}},
 		{after: time.Minute, rate: 20, want: Recommendation{100, ReasonMax}}, // 200 erlangs
 		{after: time.Minute, rate: 0, want: Recommendation{100, ReasonMax}},  // held, and still capped
+		{after: 6 * time.Minute, rate: 0.1, peak: 40, want: Recommendation{40, ReasonBurst}},
+		{after: time.Minute, rate: 2, peak: 40, want: Recommendation{40, ReasonBurst}}, // 30 for the rate
+		{after: time.Minute, rate: 2, peak: 10, want: Recommendation{40, ReasonScaleDownDelayed}},
+		{after: 6 * time.Minute, rate: 2, peak: 10, want: Recommendation{30, ReasonDemand}},
+		{after: time.Minute, rate: 0, peak: 500, want: Recommendation{100, ReasonMax}},
 	}
 	now := t0
 	for i, s := range steps {
 		now = now.Add(s.after)
-		if diff := cmp.Diff(s.want, Size(policy, s.rate, refill, now, &held)); diff != "" {
+		if diff := cmp.Diff(s.want, Size(policy, s.rate, s.peak, refill, now, &held)); diff != "" {
 			t.Errorf("step %d, %v/s: Size (-want +got):\n%s", i, s.rate, diff)
 		}
 	}
@@ -80,8 +86,8 @@ func TestSize(t *testing.T) {
 func TestSizeNamesTheFloorWhenTheDelayChangesNothing(t *testing.T) {
 	policy := Policy{Target: 0.99, Min: 5, Max: 100, ScaleDownDelay: 5 * time.Minute}
 	var held Stabilizer
-	Size(policy, 0.1, 10*time.Second, t0, &held) // demand 5
-	got := Size(policy, 0, 10*time.Second, t0.Add(time.Minute), &held)
+	Size(policy, 0.1, 0, 10*time.Second, t0, &held) // demand 5
+	got := Size(policy, 0, 0, 10*time.Second, t0.Add(time.Minute), &held)
 	if want := (Recommendation{5, ReasonMin}); got != want {
 		t.Errorf("Size = %+v, want %+v", got, want)
 	}

@@ -103,6 +103,7 @@ type params struct {
 	TraceMiss           string        `json:"traceMiss"`
 	TraceReadyMax       time.Duration `json:"traceReadyMaxNanoseconds"`
 	TraceScaleDownDelay time.Duration `json:"traceScaleDownDelayNanoseconds"`
+	TraceWarmUp         bool          `json:"traceWarmUp"`
 }
 
 func parseFlags(args []string) (params, error) {
@@ -148,6 +149,7 @@ func parseFlags(args []string) (params, error) {
 	fs.StringVar(&p.TraceMiss, "trace-miss", traceMissCold, "-trace-replay: what an agent does when its pool has no available sandbox: cold (creates one from the template, already claimed, and waits until it is Ready; its agents may also create Pods) or wait (waits for the pool to have one available)")
 	fs.DurationVar(&p.TraceHold, "trace-hold", 2*time.Second, "-trace-replay: how long an agent holds a claimed sandbox before releasing it")
 	fs.DurationVar(&p.TraceReadyMax, "trace-ready-max", 3*time.Second, "-trace-replay: Pods turn Ready uniformly between -ready-delay and this after binding (test/local/cluster.sh's default 1–3 s)")
+	fs.BoolVar(&p.TraceWarmUp, "trace-warm-up", true, "-trace-replay: replay each trace once unmeasured (another draw of it, \"yesterday\") right before the measured replay, so that every pool, the autoscaled one with its demand history, starts the measured day as it would on any day but the first")
 	fs.DurationVar(&p.TraceScaleDownDelay, "trace-scale-down-delay", 30*time.Second, "-trace-replay: the autoscaled pool's spec.autoscaling.scaleDownDelay, for compressed time")
 	if err := fs.Parse(args); err != nil {
 		return p, err

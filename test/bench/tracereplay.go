@@ -79,7 +79,7 @@ func (b *bench) traceReplay(ctx context.Context) error {
 	res := &traceReplayResult{
 		Quick: b.p.TraceQuick, Seed: b.p.TraceSeed, Target: targetWarmRatio,
 		Day: day, Compression: (24 * time.Hour).Seconds() / day.Seconds(),
-		Hold: b.p.TraceHold, Miss: b.p.TraceMiss, ScaleDownDelay: b.p.TraceScaleDownDelay,
+		Hold: b.p.TraceHold, Miss: b.p.TraceMiss, ScaleDownDelay: b.p.TraceScaleDownDelay, WarmUp: b.p.TraceWarmUp,
 		ReadyMin: b.p.ReadyDelay, ReadyMax: max(b.p.TraceReadyMax, b.p.ReadyDelay),
 	}
 	b.res.TraceReplay = res
@@ -328,8 +328,15 @@ func (b *bench) replayTrace(ctx context.Context, dyn dynamic.Interface, tr arriv
 		}
 		defer v.picker.Stop()
 	}
-	logf("trace %s: replaying %d claims over %s against all three pools", tr.Name, len(arrivals), tr.Length)
-	start := b.sendTrace(ctx, claims, meter, tr.Name, arrivals, variants)
+	sent, measureFrom := arrivals, time.Duration(0)
+	if b.p.TraceWarmUp {
+		sent, measureFrom = withWarmUp(tr, b.p.TraceSeed, arrivals), tr.Length
+		logf("trace %s: replaying a warm-up day of %d claims, unmeasured, then %d claims over %s against all three pools",
+			tr.Name, len(sent)-len(arrivals), len(arrivals), tr.Length)
+	} else {
+		logf("trace %s: replaying %d claims over %s against all three pools", tr.Name, len(arrivals), tr.Length)
+	}
+	start := b.sendTrace(ctx, claims, meter, tr.Name, sent, measureFrom, variants)
 	if err := ctx.Err(); err != nil {
 		return run, fmt.Errorf("replaying: %w", err)
 	}
@@ -376,31 +383,47 @@ func (b *bench) preparePools(ctx context.Context, ns string, meter *poolMeter, v
 	})
 }
 
+// withWarmUp is another draw of the trace (the seed's successor), a
+// "yesterday", followed by arrivals shifted one trace length later.
+func withWarmUp(tr arrivalTrace, seed uint64, arrivals []time.Duration) []time.Duration {
+	out := tr.arrivals(seed + 1)
+	for _, at := range arrivals {
+		out = append(out, tr.Length+at)
+	}
+	return out
+}
+
 // sendTrace fires the arrivals on schedule, open loop: each arrival is one
 // claim on every pool, each in its own goroutine whatever the earlier ones
-// are doing, so a slow claim cannot slow the arrivals and hide itself. It
-// returns when every claim has been served and released, or has failed,
-// with the instant the trace started.
-func (b *bench) sendTrace(ctx context.Context, claims *claim.Client, meter *poolMeter, name string, arrivals []time.Duration, variants []*replayVariant) time.Time {
+// are doing, so a slow claim cannot slow the arrivals and hide itself. Only
+// the claims that arrive at measureFrom or later are recorded. It returns
+// when every claim has been served and released, or has failed, with the
+// instant measuring started.
+func (b *bench) sendTrace(ctx context.Context, claims *claim.Client, meter *poolMeter, name string, arrivals []time.Duration, measureFrom time.Duration, variants []*replayVariant) time.Time {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	start := time.Now()
+	measured := start.Add(measureFrom)
 	for i, at := range arrivals {
 		due := start.Add(at)
 		timer.Reset(time.Until(due))
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
-			return start
+			return measured
 		}
 		for _, v := range variants {
 			id := fmt.Sprintf("%s-%s-%d", name, v.pool, i)
+			if at < measureFrom {
+				wg.Go(func() { b.traceClaimOne(ctx, claims, meter, v.picker, id, due) })
+				continue
+			}
 			wg.Go(func() { v.record(b.traceClaimOne(ctx, claims, meter, v.picker, id, due)) })
 		}
 	}
-	return start
+	return measured
 }
 
 func (v *replayVariant) record(c traceClaim) {

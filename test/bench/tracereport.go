@@ -28,6 +28,9 @@ type traceReplayResult struct {
 	Hold           time.Duration     `json:"holdNanoseconds"`
 	Miss           string            `json:"miss"`
 	ScaleDownDelay time.Duration     `json:"scaleDownDelayNanoseconds"`
+	// WarmUp says each trace was replayed once, unmeasured, right before
+	// its measured replay.
+	WarmUp bool `json:"warmUp"`
 	ReadyMin       time.Duration     `json:"readyMinNanoseconds"`
 	ReadyMax       time.Duration     `json:"readyMaxNanoseconds"`
 	Refill         refillEstimate    `json:"refill"`
@@ -155,6 +158,7 @@ func (r *traceReplayResult) printTables(w io.Writer) {
 	}
 	fmt.Fprintf(w, "warm hit: the pool had an available sandbox at once; on a miss the agent %s; claim-to-ready runs from the claim's arrival until the agent holds a Ready sandbox\n", miss)
 	fmt.Fprintf(w, "agents hold a sandbox %s, then release it; seed %d; target warm-hit ratio %s\n", r.Hold, r.Seed, r.Target)
+	fmt.Fprintf(w, "%s\n", r.warmUpNote())
 	for _, t := range r.Traces {
 		t.printTable(w)
 	}
@@ -304,6 +308,14 @@ func (t *traceRunResult) traceChart() *lineChart {
 	return c
 }
 
+// warmUpNote says whether the pools lived a day before the measured one.
+func (r *traceReplayResult) warmUpNote() string {
+	if r.WarmUp {
+		return "each trace ran once unmeasured (another draw, \"yesterday\") right before its measured replay, which the figures and charts cover"
+	}
+	return "no warm-up day: every pool starts the measured replay fresh, the autoscaled one with no demand history"
+}
+
 // traceReportSection is the HTML report's section for the trace replay.
 func (r *traceReplayResult) traceReportSection() *reportSection {
 	if r == nil || len(r.Traces) == 0 {
@@ -313,7 +325,7 @@ func (r *traceReplayResult) traceReportSection() *reportSection {
 		Title: "Trace replay: mean-sized, peak-sized and autoscaled pools",
 		Intro: fmt.Sprintf("Each trace is replayed against three pools at once. Lines: each pool's unclaimed Pods (creating + available); "+
 			"demand is the claims that arrived within the last mean refill time (%s), the warm Pods a pool needs to serve them all. "+
-			"Time is compressed %.0f×.", r.Refill.Mean.Round(time.Millisecond), r.Compression),
+			"Time is compressed %.0f×; %s.", r.Refill.Mean.Round(time.Millisecond), r.Compression, r.warmUpNote()),
 	}
 	for _, t := range r.Traces {
 		c := t.traceChart()
