@@ -23,19 +23,19 @@ type traceReplayResult struct {
 	Target string `json:"targetWarmRatio"`
 	// Day is the benchmark time that stands for 24 real hours; Compression
 	// is 24 h ÷ Day, the factor from Pod-seconds measured to real Pod-hours.
-	Day            time.Duration     `json:"dayNanoseconds"`
-	Compression    float64           `json:"compression"`
-	Hold           time.Duration     `json:"holdNanoseconds"`
-	Miss           string            `json:"miss"`
-	ScaleDownDelay time.Duration     `json:"scaleDownDelayNanoseconds"`
+	Day            time.Duration `json:"dayNanoseconds"`
+	Compression    float64       `json:"compression"`
+	Hold           time.Duration `json:"holdNanoseconds"`
+	Miss           string        `json:"miss"`
+	ScaleDownDelay time.Duration `json:"scaleDownDelayNanoseconds"`
 	// WarmUp says each trace was replayed once, unmeasured, right before
 	// its measured replay.
-	WarmUp bool `json:"warmUp"`
-	ReadyMin       time.Duration     `json:"readyMinNanoseconds"`
-	ReadyMax       time.Duration     `json:"readyMaxNanoseconds"`
-	Refill         refillEstimate    `json:"refill"`
-	Traces         []*traceRunResult `json:"traces"`
-	Errors         []string          `json:"errors,omitempty"`
+	WarmUp   bool              `json:"warmUp"`
+	ReadyMin time.Duration     `json:"readyMinNanoseconds"`
+	ReadyMax time.Duration     `json:"readyMaxNanoseconds"`
+	Refill   refillEstimate    `json:"refill"`
+	Traces   []*traceRunResult `json:"traces"`
+	Errors   []string          `json:"errors,omitempty"`
 }
 
 // traceRunResult is one trace replayed against its three pools.
