@@ -109,7 +109,10 @@ func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, er
 			addSumCount(out, "flow_"+level, suffix, v)
 		}
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, addAPIWrites(out, body)
 }
 
 // addSumCount adds a histogram's _sum to <key>_seconds and its _count to
@@ -169,22 +172,30 @@ func managerCounters(ctx context.Context, addr string) (counters, error) {
 	return out, err
 }
 
-// selfMeter takes the two endpoints' counters over one run.
+// selfMeter takes the two endpoints' counters over one run, and the events
+// recorded about the pools in its namespace.
 type selfMeter struct {
 	cs          kubernetes.Interface
 	managerAddr string
+	ns          string
 	hooks, mgr  counters
+	events      float64
+	eventsOK    bool
 }
 
-func startSelfMeter(ctx context.Context, cs kubernetes.Interface, managerAddr string) *selfMeter {
-	m := &selfMeter{cs: cs, managerAddr: managerAddr}
+func startSelfMeter(ctx context.Context, cs kubernetes.Interface, managerAddr, ns string) *selfMeter {
+	m := &selfMeter{cs: cs, managerAddr: managerAddr, ns: ns}
 	var err error
 	if m.hooks, err = webhookCounters(ctx, cs); err != nil {
-		logf("warning: %v; the webhook's latency is not reported", err)
+		logf("warning: %v; the webhook's latency and the API writes are not reported", err)
 	}
 	if m.mgr, err = managerCounters(ctx, managerAddr); err != nil {
 		logf("warning: %v; the manager's writes are not reported", err)
 	}
+	if m.events, err = poolEvents(ctx, cs, ns); err != nil {
+		logf("warning: %v; the pool's events are not reported", err)
+	}
+	m.eventsOK = err == nil
 	return m
 }
 
@@ -207,6 +218,12 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 			for _, level := range flowLevels {
 				meanMs(m, d, "flow_"+level)
 			}
+			apiWriteFigures(m, d)
+		}
+	}
+	if s.eventsOK {
+		if after, err := poolEvents(ctx, s.cs, s.ns); err == nil {
+			poolWriteFigures(m, after-s.events)
 		}
 	}
 	if s.mgr != nil {

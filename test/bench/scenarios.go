@@ -92,7 +92,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) error {
 				runs.addError(fmt.Errorf("run %d: preparing: %w", rep+1, err))
 				continue
 			}
-			cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics)
+			cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics, sys.namespace())
 			tr := &trace{Run: rep + 1}
 			start := time.Now()
 			m, err := sc.measure(ctx, sys, rep, note, tr)
@@ -130,6 +130,13 @@ func controllerCost(m metrics, ctrl string) {
 	}
 	if v, ok := m["cpu_s."+procAPIServer]; ok {
 		m["apiserver_cpu_s"] = v
+	}
+	if won := m.get("claims_ok"); won > 0 {
+		for _, k := range []string{"ctrl_cpu", "apiserver_cpu"} {
+			if v, ok := m[k+"_s"]; ok {
+				m[k+"_ms_per_claim"] = 1000 * v / won
+			}
+		}
 	}
 }
 
