@@ -42,6 +42,12 @@ type Options struct {
 	// ExpectationTTL is how long a creation or deletion may go unseen in the
 	// cache before the controller stops counting on it.
 	ExpectationTTL time.Duration
+	// StatusInterval is the least time between two status writes of a pool
+	// that only move its counts: under a stream of claims, a write per
+	// claim would cost the API server as much as the claims. Changes of a
+	// condition, the generation or the revision are written at once. 0
+	// writes every change.
+	StatusInterval time.Duration
 	// BlockedCIDRs are the addresses a pool's NetworkPolicy keeps sandboxes
 	// from, beside other Pods and the API server (DefaultBlockedCIDRs).
 	BlockedCIDRs []netip.Prefix
@@ -163,7 +169,8 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if stampsGeneration(status, createErr, otherErr, deferred) {
 		status.ObservedGeneration = sbs.Generation
 	}
-	if statusErr := r.updateStatus(ctx, sbs, status); statusErr != nil {
+	statusIn, statusErr := r.updateStatus(ctx, sbs, status)
+	if statusErr != nil {
 		return ctrl.Result{}, kerrors.NewAggregate([]error{err, statusErr})
 	}
 	if err != nil {
@@ -174,13 +181,21 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// Nothing else may wake this pool if an expectation is never met.
 		requeue = r.Options.ExpectationTTL
 	}
-	if deferred && (requeue == 0 || retryIn < requeue) {
-		requeue = retryIn
+	if deferred {
+		requeue = sooner(requeue, retryIn)
 	}
-	if autoscaling != nil && (requeue == 0 || autoscaleResync < requeue) {
-		requeue = autoscaleResync
+	if autoscaling != nil {
+		requeue = sooner(requeue, autoscaleResync)
 	}
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	return ctrl.Result{RequeueAfter: sooner(requeue, statusIn)}, nil
+}
+
+// sooner is the earlier of two requeue delays, where 0 means none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // listPods returns the pool's Pods as the cache holds them, not copies: a
@@ -233,6 +248,9 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 
 	log := ctrl.LoggerFrom(ctx)
 	if c := int(created.Load()); c > 0 {
+		// The events.k8s.io recorder folds events that differ only in their
+		// note, about the same version of the SandboxSet, into one series:
+		// with status writes paced, these cost no write per claim.
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
 		for _, claim := range r.refills.replaced(key, c) {
 			latency := time.Since(claim.at)
@@ -411,31 +429,45 @@ func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1al
 }
 
 // updateStatus records the pool's metrics and writes the status if it
-// changed.
-func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) error {
+// changed. A change of counts alone waits until StatusInterval after the
+// pool's last status write; it then returns how long is left.
+func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) (time.Duration, error) {
 	r.recordPoolMetrics(sbs, status)
 	key := client.ObjectKeyFromObject(sbs)
 	// The cached SandboxSet may not show our last status write yet. Unless
 	// it does, its status says nothing about what is stored: write anyway.
-	if equality.Semantic.DeepEqual(sbs.Status, status) && r.statusWrites.seen(key, sbs.ResourceVersion) {
-		return nil
+	seen := r.statusWrites.seen(key, sbs.ResourceVersion)
+	if seen && equality.Semantic.DeepEqual(sbs.Status, status) {
+		return 0, nil
+	}
+	// Pacing compares with what this manager last wrote while the cache
+	// lags it: under a stream of claims it nearly always does.
+	stored, known := sbs.Status, seen
+	if !seen {
+		stored, known = r.statusWrites.lastWritten(key)
+	}
+	now := time.Now()
+	if known && sameStory(stored, status) {
+		if wait := r.statusWrites.holdOff(key, now, r.Options.StatusInterval); wait > 0 {
+			return wait, nil
+		}
 	}
 	// The whole status, not a diff against the cached copy: a diff against
 	// a stale copy leaves out the fields that equal it, and the stored
 	// status ends up half old, half new.
 	patch, err := json.Marshal(map[string]any{"status": statusPatch{status, status.Autoscaling}})
 	if err != nil {
-		return fmt.Errorf("encoding SandboxSet status: %w", err)
+		return 0, fmt.Errorf("encoding SandboxSet status: %w", err)
 	}
 	patched := &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Namespace: sbs.Namespace, Name: sbs.Name}}
 	if err := r.Status().Patch(ctx, patched, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil
+			return 0, nil
 		}
-		return fmt.Errorf("updating SandboxSet status: %w", err)
+		return 0, fmt.Errorf("updating SandboxSet status: %w", err)
 	}
-	r.statusWrites.wrote(key, patched.ResourceVersion)
-	return nil
+	r.statusWrites.wrote(key, patched.ResourceVersion, now, &status)
+	return 0, nil
 }
 
 func (r *SandboxSetReconciler) recordPoolMetrics(sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) {
@@ -481,7 +513,7 @@ func (r *SandboxSetReconciler) prepare(ctx context.Context, c cache.Cache) error
 	r.expectations = newExpectations(r.Options.ExpectationTTL, firstRetry, maxRetry)
 	r.refills = newRefillClock()
 	r.demand = newDemandTracker()
-	r.statusWrites = &statusWrites{versions: map[types.NamespacedName]string{}}
+	r.statusWrites = newStatusWrites()
 	r.writeSlots = make(chan struct{}, r.Options.PodWriteParallelism)
 	var err error
 	r.pods, err = podIndexer(ctx, c)

@@ -186,3 +186,27 @@ func scheduledMessage(pod *corev1.Pod) string {
 	}
 	return "no node fits it"
 }
+
+// sameStory says whether two statuses differ at most in what changes with
+// every claim: the counts, the conditions' messages (which quote them) and
+// the autoscaler's rate figures. Readers act on the rest (a condition's
+// status or reason, the generation, the revision, the autoscaler's
+// decision), which is written at once.
+func sameStory(old, updated agentsv1alpha1.SandboxSetStatus) bool {
+	if old.ObservedGeneration != updated.ObservedGeneration || old.UpdateRevision != updated.UpdateRevision ||
+		old.Selector != updated.Selector || len(old.Conditions) != len(updated.Conditions) {
+		return false
+	}
+	for _, c := range updated.Conditions {
+		o := meta.FindStatusCondition(old.Conditions, c.Type)
+		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+	}
+	switch a, b := old.Autoscaling, updated.Autoscaling; {
+	case a == nil || b == nil:
+		return a == b
+	default:
+		return a.DesiredReplicas == b.DesiredReplicas && a.Reason == b.Reason && a.LastScaleTime.Equal(b.LastScaleTime)
+	}
+}

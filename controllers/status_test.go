@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
+	"github.com/sandboxset/warmpool/controllers/sizing"
 )
 
 func TestComputeStatus(t *testing.T) {
@@ -285,3 +287,42 @@ func TestConditionTransitionTimeMovesOnlyOnFlip(t *testing.T) {
 }
 
 func ptrTime(t metav1.Time) *metav1.Time { return &t }
+
+func TestSameStory(t *testing.T) {
+	creating := func(available int32) agentsv1alpha1.SandboxSetStatus {
+		return agentsv1alpha1.SandboxSetStatus{
+			ObservedGeneration: 2, Replicas: 10, AvailableReplicas: available, UpdatedReplicas: 10, UpdateRevision: "r1",
+			Conditions: []metav1.Condition{{
+				Type: agentsv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonSandboxesCreating,
+				Message: fmt.Sprintf("%d of 10 sandboxes are available", available), ObservedGeneration: 2,
+			}},
+			Autoscaling: &agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 10, ArrivalRate: "2", Reason: sizing.ReasonDemand},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*agentsv1alpha1.SandboxSetStatus)
+		want   bool
+	}{
+		{"nothing", func(*agentsv1alpha1.SandboxSetStatus) {}, true},
+		{"the counts and the message that quotes them", func(s *agentsv1alpha1.SandboxSetStatus) { *s = creating(7) }, true},
+		{"the autoscaler's rate", func(s *agentsv1alpha1.SandboxSetStatus) { s.Autoscaling.ArrivalRate = "3.5" }, true},
+		{"a condition's status", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].Status = metav1.ConditionTrue }, false},
+		{"a condition's reason", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].Reason = agentsv1alpha1.ReasonRollingUpdate }, false},
+		{"a new condition", func(s *agentsv1alpha1.SandboxSetStatus) {
+			s.Conditions = append(s.Conditions, metav1.Condition{Type: agentsv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue})
+		}, false},
+		{"the generation", func(s *agentsv1alpha1.SandboxSetStatus) { s.ObservedGeneration = 3 }, false},
+		{"the revision", func(s *agentsv1alpha1.SandboxSetStatus) { s.UpdateRevision = "r2" }, false},
+		{"the autoscaler's decision", func(s *agentsv1alpha1.SandboxSetStatus) { s.Autoscaling.DesiredReplicas = 12 }, false},
+		{"autoscaling turned off", func(s *agentsv1alpha1.SandboxSetStatus) { s.Autoscaling = nil }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			updated := creating(8)
+			tc.change(&updated)
+			if got := sameStory(creating(8), updated); got != tc.want {
+				t.Errorf("sameStory = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -256,7 +256,7 @@ func (e *Env) startManager(opts Options) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopManager, e.managerDone = cancel, make(chan struct{})
-	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{Workers: 4, PodWriteParallelism: 32, ExpectationTTL: time.Minute}); err != nil {
+	if err := controllers.SetupWithManager(ctx, mgr, controllers.Options{Workers: 4, PodWriteParallelism: 32, ExpectationTTL: time.Minute, StatusInterval: time.Second}); err != nil {
 		close(e.managerDone)
 		return err
 	}
