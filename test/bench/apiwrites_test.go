@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -60,5 +62,41 @@ func TestEventWrites(t *testing.T) {
 		if got := eventWrites(tc.event); got != tc.want {
 			t.Errorf("%s: eventWrites = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestAdmissionFigures(t *testing.T) {
+	body := func(scale float64) []byte {
+		return []byte(strings.NewReplacer("S", strconv.FormatFloat(0.5*scale, 'f', -1, 64), "C", strconv.FormatFloat(100*scale, 'f', -1, 64)).Replace(
+			`apiserver_admission_step_admission_duration_seconds_sum{operation="UPDATE",rejected="false",type="validate"} S
+apiserver_admission_step_admission_duration_seconds_count{operation="UPDATE",rejected="false",type="validate"} C
+apiserver_admission_step_admission_duration_seconds_sum{operation="CREATE",rejected="false",type="validate"} 99
+apiserver_admission_controller_admission_duration_seconds_sum{name="ValidatingAdmissionPolicy",operation="UPDATE",rejected="false",type="validate"} S
+apiserver_admission_controller_admission_duration_seconds_count{name="ValidatingAdmissionPolicy",operation="UPDATE",rejected="false",type="validate"} C
+apiserver_validating_admission_policy_check_duration_seconds_sum{enforcement_action="allow",error_type="no_error",policy="pool-pods",policy_binding="b"} S
+apiserver_validating_admission_policy_check_duration_seconds_count{enforcement_action="allow",error_type="no_error",policy="pool-pods",policy_binding="b"} C
+`))
+	}
+	before, after := counters{}, counters{}
+	if err := addAdmission(before, body(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := addAdmission(after, body(3)); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics{"claims_ok": 50}
+	admissionFigures(m, delta(before, after))
+	for k, want := range map[string]float64{
+		"adm_step_validate_mean_ms":                    5, // 1 s over 200 calls
+		"adm_step_validate_ms_per_claim":               20,
+		"adm_plugin_ValidatingAdmissionPolicy_mean_ms": 5,
+		"adm_policy_pool-pods_ms_per_claim":            20,
+	} {
+		if got := m.get(k); got != want {
+			t.Errorf("%s = %v, want %v", k, got, want)
+		}
+	}
+	if _, ok := m["adm_step_admit_mean_ms"]; ok {
+		t.Error("a step with no calls has no mean")
 	}
 }

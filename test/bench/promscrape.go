@@ -112,6 +112,9 @@ func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, er
 	if err != nil {
 		return nil, err
 	}
+	if err := addAdmission(out, body); err != nil {
+		return nil, err
+	}
 	return out, addAPIWrites(out, body)
 }
 
@@ -219,6 +222,7 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 				meanMs(m, d, "flow_"+level)
 			}
 			apiWriteFigures(m, d)
+			admissionFigures(m, d)
 		}
 	}
 	if s.eventsOK {
