@@ -161,8 +161,11 @@ func managerCounters(ctx context.Context, addr string) (counters, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = promLines(body, managerRefill, func(suffix, _ string, v float64) {
+	err = promLines(body, managerRefill, func(suffix, labels string, v float64) {
 		addSumCount(out, "replacement", suffix, v)
+		if suffix == "bucket" {
+			out[replacementBucket+labelValue(labels, "le")] += v
+		}
 	})
 	if err != nil {
 		return nil, err
@@ -246,6 +249,9 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 			}
 			m["mgr_writes"], m["mgr_writes_refused"] = writes, refused
 			meanMs(m, d, "replacement")
+			if p99, ok := histogramQuantile(0.99, buckets(d, replacementBucket)); ok {
+				m["replacement_p99_ms"] = 1000 * p99
+			}
 			meanMs(m, d, "handler")
 		}
 	}

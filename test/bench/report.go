@@ -328,6 +328,7 @@ type row struct {
 
 var costRows = []row{
 	{key: "replacement_mean_ms", label: "claim → replacement created, mean (manager's metric)", unit: "ms"},
+	{key: "replacement_p99_ms", label: "claim → replacement created, p99 (estimated from the manager's histogram)", unit: "ms"},
 	{key: "mgr_writes", label: "manager Pod writes", unit: "n"},
 	{key: "mgr_writes_refused", label: "manager Pod writes refused (conflicts etc.)", unit: "n"},
 	{key: "webhook_update_calls", label: "Pod webhook calls on updates", unit: "n"},
