@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -121,9 +122,20 @@ func latenessCount() uint64 {
 	return 0
 }
 
-// counterValue reads a counter's series with exactly these labels; 0 if it
-// has none yet.
+// counterValue is a counter series' value, 0 if there is none.
 func counterValue(name string, labels map[string]string) float64 {
+	GinkgoHelper()
+	return metricSeries(name, labels).GetCounter().GetValue()
+}
+
+// histogramCount is how many samples a histogram series holds.
+func histogramCount(name string, labels map[string]string) uint64 {
+	GinkgoHelper()
+	return metricSeries(name, labels).GetHistogram().GetSampleCount()
+}
+
+// metricSeries is the manager's series of name with labels, nil if none.
+func metricSeries(name string, labels map[string]string) *dto.Metric {
 	GinkgoHelper()
 	families, err := ctrlmetrics.Registry.Gather()
 	Expect(err).NotTo(HaveOccurred())
@@ -138,8 +150,8 @@ func counterValue(name string, labels map[string]string) float64 {
 					continue series
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m
 		}
 	}
-	return 0
+	return nil
 }

@@ -54,6 +54,7 @@ func (h *podEventHandler) Update(_ context.Context, e event.TypedUpdateEvent[cli
 	if !agentsv1alpha1.IsClaimed(oldPod) && agentsv1alpha1.IsClaimed(newPod) {
 		key := poolOf(newPod)
 		at := claimTime(newPod)
+		claimStages.WithLabelValues(stageSeen).Observe(time.Since(at).Seconds())
 		h.refills.claimed(key, claim{pod: newPod.Name, agent: newPod.Labels[agentsv1alpha1.LabelClaimedBy], at: at})
 		h.demand.observeClaim(key, at, true)
 		claimsTotal.WithLabelValues(key.Namespace, key.Name).Inc()

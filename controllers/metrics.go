@@ -7,6 +7,13 @@ import (
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
+// The stages of sandboxset_claim_replacement_stage_seconds.
+const (
+	stageSeen        = "seen"
+	stageReconciling = "reconciling"
+	stageCreated     = "created"
+)
+
 // Pool metrics, served next to controller-runtime's own on the manager's
 // metrics endpoint.
 var (
@@ -41,6 +48,17 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms to 41 s
 	}, []string{"namespace", "sandboxset"})
 
+	// claimStages times a warm claim's way to its replacement, from the
+	// claim time the webhook stamped: the manager's watch delivering the
+	// claim (seen), the start of the pass that replaces it (reconciling),
+	// and the API server accepting the replacement (created). Across
+	// pools, so that it costs three series.
+	claimStages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sandboxset_claim_replacement_stage_seconds",
+		Help:    "Time from a sandbox being claimed to each stage of its replacement: seen (the manager's watch delivered the claim), reconciling (the pass that replaces it started), created (the API server accepted the replacement).",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14), // 5 ms to 41 s
+	}, []string{"stage"})
+
 	expirations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sandboxset_expirations_total",
 		Help: "Claimed sandboxes deleted at their shutdown time, by the SandboxSet they came from.",
@@ -59,7 +77,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(poolSandboxes, poolDesired, poolAutoscaling, poolCondition, claimsTotal, claimToReplacement, expirations, expiryLateness, podOperations)
+	metrics.Registry.MustRegister(poolSandboxes, poolDesired, poolAutoscaling, poolCondition, claimsTotal, claimToReplacement, claimStages, expirations, expiryLateness, podOperations)
 }
 
 func forgetPoolMetrics(namespace, name string) {

@@ -86,6 +86,7 @@ type SandboxSetReconciler struct {
 
 // Reconcile brings one SandboxSet's pool to its spec and reports its status.
 func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	started := time.Now()
 	sbs := &agentsv1alpha1.SandboxSet{}
 	if err := r.Get(ctx, req.NamespacedName, sbs); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -144,7 +145,7 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	// label says so, and the rollout budget already counts it as available.
 	// Deletions go last, so the pool never dips below what the budget allows.
 	errs = append(errs, r.relabelPods(ctx, todo.relabel))
-	created, createErr := r.createPods(ctx, sbs, revision, todo.create)
+	created, createErr := r.createPods(ctx, sbs, revision, todo.create, started)
 	if todo.create > 0 {
 		r.expectations.creationsDone(req.NamespacedName, createErr)
 	}
@@ -218,7 +219,7 @@ func (r *SandboxSetReconciler) listPods(sbs *agentsv1alpha1.SandboxSet) ([]*core
 // createPods creates n Pods at the update revision, all at once within
 // PodWriteParallelism. After the first refusal it stops issuing new requests,
 // so a quota-starved namespace costs one failed call per retry, not n.
-func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, revision string, n int) (int, error) {
+func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, revision string, n int, passStarted time.Time) (int, error) {
 	if n <= 0 {
 		return 0, nil
 	}
@@ -255,6 +256,8 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 		for _, claim := range r.refills.replaced(key, c) {
 			latency := time.Since(claim.at)
 			claimToReplacement.WithLabelValues(sbs.Namespace, sbs.Name).Observe(latency.Seconds())
+			claimStages.WithLabelValues(stageReconciling).Observe(passStarted.Sub(claim.at).Seconds())
+			claimStages.WithLabelValues(stageCreated).Observe(latency.Seconds())
 			r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SandboxClaimed", "Refill",
 				"Sandbox %s claimed by %s; its replacement was created %s later", claim.pod, claim.agent, latency.Round(time.Millisecond))
 		}

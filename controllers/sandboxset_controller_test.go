@@ -68,6 +68,14 @@ var _ = Describe("SandboxSet warm pool", func() {
 		expectPool(ctx, sbs, 3, 3)
 
 		By("stage 2: an agent claims a sandbox; it leaves the pool")
+		stages := func() []uint64 {
+			var counts []uint64
+			for _, stage := range []string{stageSeen, stageReconciling, stageCreated} {
+				counts = append(counts, histogramCount("sandboxset_claim_replacement_stage_seconds", map[string]string{"stage": stage}))
+			}
+			return counts
+		}
+		before := stages()
 		claimed := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
 		claimPod(ctx, &claimed, "agent-1")
 		Eventually(func(g Gomega) {
@@ -81,6 +89,12 @@ var _ = Describe("SandboxSet warm pool", func() {
 
 		By("stage 3: a replacement is creating at once; 3 replicas, 2 available")
 		expectPool(ctx, sbs, 3, 2)
+		Eventually(func(g Gomega) {
+			after := stages()
+			for i := range after {
+				g.Expect(after[i]).To(BeNumerically(">", before[i]), "every stage of the replacement timed: %v, then %v", before, after)
+			}
+		}, timeout, interval).Should(Succeed())
 		Expect(podsOf(ctx, Default, sbs, agentsv1alpha1.StateCreating)).To(HaveLen(1))
 
 		By("stage 4: the replacement is ready; 3 of 3 available again")

@@ -28,6 +28,9 @@ const (
 	managerOps      = "sandboxset_pod_operations_total"
 	managerRefill   = "sandboxset_claim_to_replacement_seconds_"
 	managerHandler  = "controller_runtime_webhook_latency_seconds_"
+	managerStages   = "sandboxset_claim_replacement_stage_seconds_"
+	queueWait       = "workqueue_queue_duration_seconds_"
+	passDuration    = "workqueue_work_duration_seconds_"
 	podWebhookPath  = "/mutate--v1-pod"
 )
 
@@ -175,8 +178,37 @@ func managerCounters(ctx context.Context, addr string) (counters, error) {
 			addSumCount(out, "handler", suffix, v)
 		}
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	err = promLines(body, managerStages, func(suffix, labels string, v float64) {
+		stage := "stage_" + labelValue(labels, "stage")
+		addSumCount(out, stage, suffix, v)
+		if suffix == "bucket" {
+			out[stage+"_bucket_"+labelValue(labels, "le")] += v
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The SandboxSet controller's work queue: how long a pool waited to be
+	// picked up, and how long its passes took.
+	for prefix, key := range map[string]string{queueWait: "queue_wait", passDuration: "pass"} {
+		err = promLines(body, prefix, func(suffix, labels string, v float64) {
+			if labelValue(labels, "name") == "sandboxset" {
+				addSumCount(out, key, suffix, v)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
+
+// claimStageNames are the stages of the manager's claim-to-replacement
+// histogram, in order.
+var claimStageNames = []string{"seen", "reconciling", "created"}
 
 // selfMeter takes the two endpoints' counters over one run, and the events
 // recorded about the pools in its namespace.
@@ -251,6 +283,18 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 			meanMs(m, d, "replacement")
 			if p99, ok := histogramQuantile(0.99, buckets(d, replacementBucket)); ok {
 				m["replacement_p99_ms"] = 1000 * p99
+			}
+			for _, stage := range claimStageNames {
+				key := "stage_" + stage
+				meanMs(m, d, key)
+				if p99, ok := histogramQuantile(0.99, buckets(d, key+"_bucket_")); ok {
+					m[key+"_p99_ms"] = 1000 * p99
+				}
+			}
+			meanMs(m, d, "queue_wait")
+			meanMs(m, d, "pass")
+			if won := m.get("claims_ok"); won > 0 && d["pass_calls"] > 0 {
+				m["passes_per_claim"] = d["pass_calls"] / won
 			}
 			meanMs(m, d, "handler")
 		}

@@ -329,6 +329,13 @@ type row struct {
 var costRows = []row{
 	{key: "replacement_mean_ms", label: "claim → replacement created, mean (manager's metric)", unit: "ms"},
 	{key: "replacement_p99_ms", label: "claim → replacement created, p99 (estimated from the manager's histogram)", unit: "ms"},
+	{key: "stage_seen_mean_ms", label: "  claim → the manager's watch delivers it, mean", unit: "ms"},
+	{key: "stage_seen_p99_ms", label: "  claim → the manager's watch delivers it, p99 (estimated)", unit: "ms"},
+	{key: "stage_reconciling_mean_ms", label: "  claim → the pass that replaces it starts, mean", unit: "ms"},
+	{key: "stage_reconciling_p99_ms", label: "  claim → the pass that replaces it starts, p99 (estimated)", unit: "ms"},
+	{key: "queue_wait_mean_ms", label: "  a pool's wait in the work queue, mean", unit: "ms"},
+	{key: "pass_mean_ms", label: "  a pass, mean", unit: "ms"},
+	{key: "passes_per_claim", label: "  passes per claim won", unit: "x"},
 	{key: "mgr_writes", label: "manager Pod writes", unit: "n"},
 	{key: "mgr_writes_refused", label: "manager Pod writes refused (conflicts etc.)", unit: "n"},
 	{key: "webhook_update_calls", label: "Pod webhook calls on updates", unit: "n"},
