@@ -141,11 +141,15 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	case refusal != nil:
 		todo.create = min(todo.create, 1)
 	}
-	// Relabel first: a Pod that just became Ready is claimable only once its
-	// label says so, and the rollout budget already counts it as available.
-	// Deletions go last, so the pool never dips below what the budget allows.
-	errs = append(errs, r.relabelPods(ctx, todo.relabel))
+	// Relabels and creations go out together: a Pod that just became Ready
+	// is claimable only once its label says so, and a claim's replacement
+	// should not wait a round trip for them; both were planned above, so
+	// neither depends on the other. Deletions go last, so the pool never
+	// dips below what the budget allows.
+	relabelled := make(chan error, 1)
+	go func() { relabelled <- r.relabelPods(ctx, todo.relabel) }()
 	created, createErr := r.createPods(ctx, sbs, revision, todo.create, started)
+	errs = append(errs, <-relabelled)
 	if todo.create > 0 {
 		r.expectations.creationsDone(req.NamespacedName, createErr)
 	}
