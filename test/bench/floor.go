@@ -308,12 +308,18 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 		sbx, err := pickers[rand.IntN(pools)].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
 		return sandboxClaimResult(id, start, sbx, err)
 	}
-	cost := startCost(b.pids)
+	cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics, ns)
 	results, _, err := b.openLoop(ctx, claimOne, b.p.RSSClaimRate, int(b.p.RSSClaimRate*b.p.Duration.Seconds()), nil, "spread")
-	load := metrics{}
+	cm, _ := claimMetrics(results, func(format string, args ...any) { logf("rss10k: "+format, args...) })
+	load := metrics{"claims_ok": cm["claims_ok"]}
 	cost.stop(load)
 	controllerCost(load, procManager)
-	cm, _ := claimMetrics(results, func(format string, args ...any) { logf("rss10k: "+format, args...) })
+	// The writes, admission time and replacement stages per claim, as the
+	// sustained scenario reports them.
+	self.stop(ctx, load)
+	for k, v := range load {
+		m["spread_"+k] = v
+	}
 	for k, v := range cm {
 		m["spread_"+k] = v
 	}
