@@ -255,7 +255,7 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 	if c := int(created.Load()); c > 0 {
 		// The events.k8s.io recorder folds events that differ only in their
 		// note, about the same version of the SandboxSet, into one series:
-		// with status writes paced, these cost no write per claim.
+		// these cost a write per status write, not per claim.
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
 		for _, claim := range r.refills.replaced(key, c) {
 			latency := time.Since(claim.at)
