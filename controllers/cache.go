@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -11,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -85,57 +88,111 @@ func trimService(obj any) (any, error) {
 	return &corev1.Service{TypeMeta: svc.TypeMeta, ObjectMeta: meta, Spec: corev1.ServiceSpec{Selector: svc.Spec.Selector, Ports: svc.Spec.Ports}}, nil
 }
 
-// TrimPod keeps only the Pod fields the controller reads: identity, the
-// operator's own labels and annotations, owners and readiness. At 10,000
-// pool Pods the spec and the rest of the status are most of the cache's
-// memory, and a holder may put up to 256 KiB of its own metadata on its
-// sandbox: none of it is kept. The controller only ever patches Pods, so a
-// trimmed copy is never written back.
+// TrimPod keeps only the Pod fields the manager reads: identity, owners,
+// the operator's labels, the annotations in cachedAnnotations, the phase,
+// when the Pod turned Ready, and why the scheduler cannot place it. At
+// 20,000 pool Pods the cache is most of the manager's memory: the spec, the
+// rest of the status and a holder's own metadata (up to 256 KiB) are not
+// kept, and the strings pool Pods share (namespace, pool, state, revision,
+// owner, keys) are kept once, not once per Pod. The manager only ever
+// patches Pods, so a trimmed copy is never written back.
 func TrimPod(obj any) (any, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil // a tombstone; leave it alone
 	}
-	meta := pod.ObjectMeta
-	meta.ManagedFields = nil
-	meta.Labels = operatorKeys(pod.Labels)
-	meta.Annotations = operatorKeys(pod.Annotations)
 	trimmed := &corev1.Pod{
-		TypeMeta:   pod.TypeMeta,
-		ObjectMeta: meta,
-		Spec:       corev1.PodSpec{NodeName: pod.Spec.NodeName},
-		Status: corev1.PodStatus{
-			Phase:  pod.Status.Phase,
-			Reason: pod.Status.Reason,
-			PodIP:  pod.Status.PodIP,
+		TypeMeta: pod.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              pod.Name,
+			Namespace:         intern(pod.Namespace),
+			UID:               pod.UID,
+			ResourceVersion:   pod.ResourceVersion,
+			CreationTimestamp: pod.CreationTimestamp,
+			DeletionTimestamp: pod.DeletionTimestamp,
+			Labels:            internKeys(pod.Labels, isOperatorKey),
+			Annotations:       internKeys(pod.Annotations, isCachedAnnotation),
+			OwnerReferences:   internOwners(pod.OwnerReferences),
 		},
+		Status: corev1.PodStatus{Phase: corev1.PodPhase(intern(string(pod.Status.Phase)))},
 	}
 	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady || c.Type == corev1.PodScheduled {
+		switch {
+		case c.Type == corev1.PodReady:
+			// When it turned Ready is the autoscaler's refill time.
 			trimmed.Status.Conditions = append(trimmed.Status.Conditions, corev1.PodCondition{
-				Type: c.Type, Status: c.Status, Reason: c.Reason, Message: c.Message,
-				// When it turned Ready: the autoscaler's refill time. Inline, so
-				// it costs the cache no allocation.
-				LastTransitionTime: c.LastTransitionTime,
+				Type: corev1.PodReady, Status: corev1.ConditionStatus(intern(string(c.Status))), LastTransitionTime: c.LastTransitionTime,
+			})
+		case c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue:
+			// The pool's Unschedulable condition quotes the scheduler.
+			trimmed.Status.Conditions = append(trimmed.Status.Conditions, corev1.PodCondition{
+				Type: corev1.PodScheduled, Status: c.Status, Reason: c.Reason, Message: c.Message,
 			})
 		}
 	}
 	return trimmed, nil
 }
 
-// operatorKeys returns the agents.kruise.io/ entries of a label or
-// annotation map, or nil if there are none.
-func operatorKeys(m map[string]string) map[string]string {
+// cachedAnnotations are the annotations the manager reads from cached Pods:
+// the claim's time and holder (the claim metrics, the held limit) and the
+// shutdown time (expiry). Any other is left out of the cache.
+var cachedAnnotations = []string{
+	agentsv1alpha1.AnnotationClaimedAt,
+	agentsv1alpha1.AnnotationClaimedByUser,
+	agentsv1alpha1.AnnotationShutdownTime,
+}
+
+func isOperatorKey(key string) bool { return strings.HasPrefix(key, agentsv1alpha1.KeyPrefix) }
+
+func isCachedAnnotation(key string) bool { return slices.Contains(cachedAnnotations, key) }
+
+// internKeys returns the entries of a label or annotation map whose keys
+// keep accepts, with shared strings, or nil if there are none.
+func internKeys(m map[string]string, keep func(string) bool) map[string]string {
 	var out map[string]string
 	for key, value := range m {
-		if strings.HasPrefix(key, agentsv1alpha1.KeyPrefix) {
+		if keep(key) {
 			if out == nil {
-				out = make(map[string]string, 4)
+				out = make(map[string]string, len(m))
 			}
-			out[key] = value
+			out[intern(key)] = intern(value)
 		}
 	}
 	return out
+}
+
+// internOwners copies owner references with shared strings: a pool's Pods
+// all name the same SandboxSet.
+func internOwners(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if len(refs) == 0 {
+		return nil
+	}
+	out := make([]metav1.OwnerReference, len(refs))
+	for i, ref := range refs {
+		out[i] = metav1.OwnerReference{
+			APIVersion: intern(ref.APIVersion), Kind: intern(ref.Kind), Name: intern(ref.Name),
+			UID: types.UID(intern(string(ref.UID))), Controller: internBool(ref.Controller), BlockOwnerDeletion: internBool(ref.BlockOwnerDeletion),
+		}
+	}
+	return out
+}
+
+// intern returns the one copy of s that every cached Pod shares.
+func intern(s string) string { return unique.Make(s).Value() }
+
+var yes, no = true, false
+
+// internBool points at one shared true or false: nothing writes through a
+// cached object.
+func internBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &yes
+	default:
+		return &no
+	}
 }
 
 // poolIndexKeys is the poolIndex extractor.
