@@ -256,6 +256,7 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 	}
 	defer t.close()
 	t.setTarget(total)
+	idle, idleErr := b.managerMemory(ctx)
 	cost := startCost(b.pids)
 	start := time.Now()
 	for i := range pools {
@@ -280,10 +281,33 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 	m["available"] = float64(t.counts().available)
 	cost.stop(m)
 	controllerCost(m, procManager)
+	if full, err := b.managerMemory(ctx); err == nil && idleErr == nil {
+		// What each cached pool Pod costs the manager, heap and all.
+		m["ctrl_rss_before_mib"], m["ctrl_heap_before_mib"] = idle.rssMiB, idle.heapMiB
+		m["ctrl_heap_mib"] = full.heapMiB
+		m["ctrl_rss_kib_per_pod"] = 1024 * (full.rssMiB - idle.rssMiB) / float64(total)
+		m["ctrl_heap_kib_per_pod"] = 1024 * (full.heapMiB - idle.heapMiB) / float64(total)
+	}
 	if err != nil || b.p.RSSClaimRate <= 0 {
 		return m, err
 	}
 	return m, b.spreadClaims(ctx, ns, pools, m)
+}
+
+// managerMemory is the manager's resident memory and the part of its Go
+// heap in use.
+type managerMemory struct{ rssMiB, heapMiB float64 }
+
+func (b *bench) managerMemory(ctx context.Context) (managerMemory, error) {
+	proc, err := readProc(b.pids[procManager])
+	if err != nil {
+		return managerMemory{}, err
+	}
+	heap, err := managerGauge(ctx, b.cl.managerMetrics, "go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return managerMemory{}, err
+	}
+	return managerMemory{rssMiB: float64(proc.RSSKiB) / 1024, heapMiB: heap / (1 << 20)}, nil
 }
 
 // spreadClaims sends claims at -rss10k-claim-rate for -duration, open loop,

@@ -142,20 +142,9 @@ func meanMs(m metrics, d counters, key string) {
 // managerCounters reads the manager's Pod writes (mgr_<operation>_<result>)
 // and its claim-to-replacement totals from its metrics endpoint.
 func managerCounters(ctx context.Context, addr string) (counters, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	body, err := managerMetricsBody(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+		return nil, err
 	}
 	out := counters{}
 	err = promLines(body, managerOps, func(_, labels string, v float64) {
@@ -204,6 +193,44 @@ func managerCounters(ctx context.Context, addr string) (counters, error) {
 		}
 	}
 	return out, nil
+}
+
+// managerMetricsBody reads the manager's metrics endpoint.
+func managerMetricsBody(ctx context.Context, addr string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+	}
+	return body, nil
+}
+
+// managerGauge reads one unlabelled sample from the manager's metrics.
+func managerGauge(ctx context.Context, addr, name string) (float64, error) {
+	body, err := managerMetricsBody(ctx, addr)
+	if err != nil {
+		return 0, err
+	}
+	value, found := 0.0, false
+	err = promLines(body, name, func(suffix, _ string, v float64) {
+		if suffix == "" {
+			value, found = v, true
+		}
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("the manager's metrics have no %s", name)
+	}
+	return value, err
 }
 
 // claimStageNames are the stages of the manager's claim-to-replacement
