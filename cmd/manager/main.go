@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -281,12 +282,24 @@ func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 	return review.Status.UserInfo.Username, nil
 }
 
-// setMemoryLimit gives the Go runtime a soft memory limit at 90% of the
+// defaultGCPercent is the manager's GOGC unless the environment sets one.
+// Its heap is mostly the Pod cache, which lives as long as the pools do,
+// and Go's default of 100 lets the heap grow to twice that before a
+// collection: at 20,000 pool Pods that headroom was a third of the
+// manager's memory. Collecting at half the live heap costs little CPU,
+// because a pass allocates little.
+const defaultGCPercent = 50
+
+// setMemoryLimit sets GOGC to defaultGCPercent unless the environment sets
+// it, and gives the Go runtime a soft memory limit at 90% of the
 // container's (AUTOMEMLIMIT changes the ratio; GOMEMLIMIT, if set, wins).
 // Filling a large pool decodes Pods faster than the default GC pacing frees
 // them, and without a limit the heap may double its live size before a
 // collection, straight into the OOM killer.
 func setMemoryLimit(log logr.Logger) {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	limit, err := memlimit.SetGoMemLimitWithOpts(memlimit.WithProvider(memlimit.FromCgroup))
 	switch {
 	case errors.Is(err, memlimit.ErrNoLimit):
