@@ -9,8 +9,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/sandboxset/warmpool/api/claim"
@@ -292,6 +294,37 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 		return m, err
 	}
 	return m, b.spreadClaims(ctx, ns, pools, m)
+}
+
+// rss10kAgain readies the cluster for another -rss10k run: the last run's
+// pools are deleted and gone, and the manager is a new process, so that
+// its memory before the fill is a fresh manager's again.
+func (b *bench) rss10kAgain(ctx context.Context) error {
+	ns := b.rssNS
+	logf("rss10k: deleting namespace %s and its Pods", ns)
+	if err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("deleting namespace %s: %w", ns, err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, time.Second, b.p.RSSTimeout, true, func(ctx context.Context) (bool, error) {
+		_, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for namespace %s to be gone: %w", ns, err)
+	}
+	b.rssNS = ""
+	if _, err := b.cl.script(ctx, "start-manager"); err != nil {
+		return err
+	}
+	pid, err := b.cl.pid(procManager)
+	if err != nil {
+		return err
+	}
+	b.pids[procManager] = pid
+	return nil
 }
 
 // managerMemory is the manager's resident memory and the part of its Go
