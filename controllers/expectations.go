@@ -130,25 +130,31 @@ func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (
 	if !ok {
 		return sets.New[string](), sets.New[types.UID](), 0
 	}
-	names, uids := sets.New[string](), sets.New[types.UID]()
-	for _, pod := range cached {
-		names.Insert(pod.Name)
-		uids.Insert(pod.UID)
+	// One scan of the pool against the few expectations, rather than sets
+	// of the whole pool on every pass: most passes expect nothing.
+	var stillCached sets.Set[types.UID]
+	if len(p.creates) > 0 || len(p.deletes) > 0 {
+		stillCached = sets.New[types.UID]()
+		for _, pod := range cached {
+			delete(p.creates, pod.Name) // confirmed
+			if _, deleting := p.deletes[pod.UID]; deleting {
+				stillCached.Insert(pod.UID)
+			}
+		}
 	}
 	expired := e.now().Add(-e.ttl)
 	for name, at := range p.creates {
-		if names.Has(name) || at.Before(expired) {
-			if !names.Has(name) {
-				expiredCount++
-			}
+		if at.Before(expired) {
+			expiredCount++
 			delete(p.creates, name)
 		}
 	}
 	for uid, at := range p.deletes {
-		if !uids.Has(uid) || at.Before(expired) {
-			if uids.Has(uid) {
-				expiredCount++
-			}
+		switch {
+		case !stillCached.Has(uid):
+			delete(p.deletes, uid) // confirmed
+		case at.Before(expired):
+			expiredCount++
 			delete(p.deletes, uid)
 		}
 	}
