@@ -155,15 +155,15 @@ func storedPoolPod(i int) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: fmt.Sprintf("pool-3-%05d", i), Namespace: "bench-rss-x7k2p", UID: types.UID(fmt.Sprintf("0d6f7c9e-2b1a-4c3d-9e8f-%012d", i)),
 			ResourceVersion: strconv.Itoa(100000 + i), CreationTimestamp: created,
-			Labels: map[string]string{agentsv1alpha1.LabelSandboxSet: "pool-3", agentsv1alpha1.LabelState: "available", agentsv1alpha1.LabelRevision: "5d8c7b9f6"},
+			Labels:      map[string]string{agentsv1alpha1.LabelSandboxSet: "pool-3", agentsv1alpha1.LabelState: "available", agentsv1alpha1.LabelRevision: "5d8c7b9f6"},
 			Annotations: map[string]string{agentsv1alpha1.AnnotationPersistentContents: ""},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "agents.kruise.io/v1alpha1", Kind: "SandboxSet", Name: "pool-3",
 				UID: "4a1b2c3d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kwok", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status"}},
 		},
 		Spec: corev1.PodSpec{
-			NodeName:   fmt.Sprintf("kwok-node-%d", i%200),
-			Containers: []corev1.Container{{Name: "sandbox", Image: "nginx:alpine", TerminationMessagePath: "/dev/termination-log"}},
+			NodeName:                     fmt.Sprintf("kwok-node-%d", i%200),
+			Containers:                   []corev1.Container{{Name: "sandbox", Image: "nginx:alpine", TerminationMessagePath: "/dev/termination-log"}},
 			AutomountServiceAccountToken: ptr.To(false), RestartPolicy: corev1.RestartPolicyAlways, SchedulerName: "default-scheduler",
 		},
 		Status: corev1.PodStatus{
