@@ -2,19 +2,26 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
@@ -44,7 +51,7 @@ type PodWebhook struct {
 	held        *heldLimit
 }
 
-var _ admission.Defaulter[*corev1.Pod] = &PodWebhook{}
+var _ admission.Handler = &PodWebhook{}
 
 // The API server calls the Pod webhook only where it has something to
 // decide, since every call is a round trip on a claim's or a refill's path:
@@ -60,6 +67,56 @@ var _ admission.Defaulter[*corev1.Pod] = &PodWebhook{}
 // Creations always reach it: it stamps every new pool Pod.
 //
 // +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,groups="",resources=pods,verbs=create;update,versions=v1,name=mpod.agents.kruise.io,admissionReviewVersions=v1,timeoutSeconds=5,patch=`{"objectSelector":{"matchExpressions":[{"key":"agents.kruise.io/sandboxset","operator":"Exists"}]},"matchConditions":[{"name":"changes-what-it-judges","expression":"request.operation != 'UPDATE' || ['agents.kruise.io/claimed-by', 'agents.kruise.io/state', 'agents.kruise.io/sandboxset', 'agents.kruise.io/revision'].exists(k, object.metadata.?labels[?k].orValue('') != oldObject.metadata.?labels[?k].orValue('')) || object.metadata.?annotations[?'agents.kruise.io/shutdown-time'] != oldObject.metadata.?annotations[?'agents.kruise.io/shutdown-time']"},{"name":"not-the-manager","expression":"request.operation != 'UPDATE' || request.userInfo.username != 'system:serviceaccount:' + 'sandboxset-system' + ':' + 'sandboxset-controller-manager'"}]}`
+
+// Handle decodes the Pod, judges it with Default and answers with a patch
+// of its metadata, the only part of a Pod the webhook changes. A generic
+// defaulter marshals the whole Pod and diffs it against the request as
+// JSON on every call: in a profile of sustained claims that diff was more
+// than half of the webhook's time and a fifth of the manager's CPU.
+func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
+	pod := &corev1.Pod{}
+	if err := w.decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	before := pod.ObjectMeta.DeepCopy()
+	if err := w.Default(admission.NewContextWithRequest(ctx, req), pod); err != nil {
+		var refusal apierrors.APIStatus
+		if errors.As(err, &refusal) {
+			status := refusal.Status()
+			return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Result: &status}}
+		}
+		return admission.Denied(err.Error())
+	}
+	patch, err := metadataPatch(before, &pod.ObjectMeta)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	return admission.Patched("", patch...)
+}
+
+// metadataPatch is the JSON patch that turns a Pod's metadata before into
+// after.
+func metadataPatch(before, after *metav1.ObjectMeta) ([]jsonpatch.JsonPatchOperation, error) {
+	if equality.Semantic.DeepEqual(before, after) {
+		return nil, nil
+	}
+	from, err := json.Marshal(before)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the Pod's metadata: %w", err)
+	}
+	to, err := json.Marshal(after)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the Pod's metadata: %w", err)
+	}
+	ops, err := jsonpatch.CreatePatch(from, to)
+	if err != nil {
+		return nil, fmt.Errorf("diffing the Pod's metadata: %w", err)
+	}
+	for i := range ops {
+		ops[i].Path = "/metadata" + ops[i].Path
+	}
+	return ops, nil
+}
 
 // Default admits a pool Pod's creation or update, completing it where the
 // operator owes it something: a new Pod's stamps, a claim's release.
@@ -249,5 +306,6 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing pool Pods by holder: %w", err)
 	}
 	w.held = &heldLimit{client: w.Client, apiReader: w.APIReader, now: w.now}
-	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(w).Complete()
+	mgr.GetWebhookServer().Register("/mutate--v1-pod", &webhook.Admission{Handler: w})
+	return nil
 }
