@@ -109,7 +109,7 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	p.pendingCreates = pendingCreates.Len()
 
 	for _, cold := range r.refills.takeCold(req.NamespacedName) {
-		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SandboxClaimed", "ClaimCold",
+		r.Recorder.Eventf(anyVersion(sbs), nil, corev1.EventTypeNormal, "SandboxClaimed", "ClaimCold",
 			"Sandbox %s claimed by %s, created cold from the template: the pool had none available", cold.pod, cold.agent)
 	}
 	// Claimed Pods are released even while the SandboxSet is being deleted:
@@ -195,6 +195,16 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	return ctrl.Result{RequeueAfter: sooner(requeue, statusIn)}, nil
 }
 
+// anyVersion is what the events that come with every claim are about: the
+// SandboxSet, whichever its version. The events.k8s.io recorder folds
+// repeats of an event into one series, written once, only while they
+// name the same object, resourceVersion included; in a small pool every
+// claim changes the pool's Ready condition and so its version, and each
+// claim's events cost new Events. kubectl describe finds them either way.
+func anyVersion(sbs *agentsv1alpha1.SandboxSet) *agentsv1alpha1.SandboxSet {
+	return &agentsv1alpha1.SandboxSet{ObjectMeta: metav1.ObjectMeta{Namespace: sbs.Namespace, Name: sbs.Name, UID: sbs.UID}}
+}
+
 // sooner is the earlier of two requeue delays, where 0 means none.
 func sooner(a, b time.Duration) time.Duration {
 	if a == 0 || (b > 0 && b < a) {
@@ -253,16 +263,13 @@ func (r *SandboxSetReconciler) createPods(ctx context.Context, sbs *agentsv1alph
 
 	log := ctrl.LoggerFrom(ctx)
 	if c := int(created.Load()); c > 0 {
-		// The events.k8s.io recorder folds events that differ only in their
-		// note, about the same version of the SandboxSet, into one series:
-		// these cost a write per status write, not per claim.
-		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
+		r.Recorder.Eventf(anyVersion(sbs), nil, corev1.EventTypeNormal, "SuccessfulCreate", "Create", "Created %d sandbox Pods", c)
 		for _, claim := range r.refills.replaced(key, c) {
 			latency := time.Since(claim.at)
 			claimToReplacement.WithLabelValues(sbs.Namespace, sbs.Name).Observe(latency.Seconds())
 			claimStages.WithLabelValues(stageReconciling).Observe(passStarted.Sub(claim.at).Seconds())
 			claimStages.WithLabelValues(stageCreated).Observe(latency.Seconds())
-			r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SandboxClaimed", "Refill",
+			r.Recorder.Eventf(anyVersion(sbs), nil, corev1.EventTypeNormal, "SandboxClaimed", "Refill",
 				"Sandbox %s claimed by %s; its replacement was created %s later", claim.pod, claim.agent, latency.Round(time.Millisecond))
 		}
 		log.V(1).Info("Created sandbox Pods", "count", c, "revision", revision)
@@ -332,7 +339,7 @@ func (r *SandboxSetReconciler) deletePods(ctx context.Context, sbs *agentsv1alph
 		}
 	})
 	if d := deleted.Load(); d > 0 {
-		r.Recorder.Eventf(sbs, nil, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted %d sandbox Pods", d)
+		r.Recorder.Eventf(anyVersion(sbs), nil, corev1.EventTypeNormal, "SuccessfulDelete", "Delete", "Deleted %d sandbox Pods", d)
 	}
 	if err := kerrors.NewAggregate(errs); err != nil {
 		r.Recorder.Eventf(sbs, nil, corev1.EventTypeWarning, "FailedDelete", "Delete", "Cannot delete sandbox Pods: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -107,6 +108,41 @@ var _ = Describe("SandboxSet warm pool", func() {
 		Consistently(func(g Gomega) {
 			g.Expect(getPod(ctx, g, ns, claimed.Name).ResourceVersion).To(Equal(released.ResourceVersion))
 		}, holdFor, interval).Should(Succeed())
+	})
+
+	It("folds the events every claim brings into one Event per reason, whichever the pool's version", func(ctx SpecContext) {
+		create(ctx, 1)
+		makeReadyWhenCreated(ctx, sbs, 1)
+		expectPool(ctx, sbs, 1, 1)
+		replaced := func() uint64 {
+			return histogramCount("sandboxset_claim_replacement_stage_seconds", map[string]string{"stage": stageCreated})
+		}
+		before := replaced()
+		for i := range 2 {
+			// Each claim of the only sandbox flips Ready, a status write
+			// and a new version of the pool, between its events.
+			pod := podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0]
+			claimPod(ctx, &pod, fmt.Sprintf("agent-%d", i))
+			expectPool(ctx, sbs, 1, 0)
+			makeReadyWhenCreated(ctx, sbs, 1)
+			expectPool(ctx, sbs, 1, 1)
+		}
+		Eventually(replaced, timeout, interval).Should(BeNumerically(">=", before+2), "both replacements recorded")
+		eventsAbout := func(reason, action string) int {
+			events := &eventsv1.EventList{}
+			Expect(k8sClient.List(ctx, events, client.InNamespace(ns))).To(Succeed())
+			n := 0
+			for _, e := range events.Items {
+				if e.Regarding.Name == sbs.Name && e.Reason == reason && e.Action == action {
+					n++
+				}
+			}
+			return n
+		}
+		Eventually(func() int { return eventsAbout("SandboxClaimed", "Refill") }, timeout, interval).Should(Equal(1))
+		Consistently(func() []int {
+			return []int{eventsAbout("SuccessfulCreate", "Create"), eventsAbout("SandboxClaimed", "Refill")}
+		}, holdFor, interval).Should(Equal([]int{1, 1}), "the fill and two refills, and the two claims, as one series each")
 	})
 
 	It("shows the seed's columns in kubectl get sbs, and readiness in -o wide", func(ctx SpecContext) {
