@@ -33,6 +33,8 @@ func TestMetadataPatch(t *testing.T) {
 		{"complete a claim: stamps, and the controller reference dropped", metav1.ObjectMeta{
 			Name: "demo-1", Labels: map[string]string{agentsv1alpha1.LabelClaimedBy: "agent-1", "task": "build"},
 			Annotations: map[string]string{"note": "x", "a/b~c": "escaped"}, OwnerReferences: []metav1.OwnerReference{owner},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1",
+				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{"f:task":{}}}}`)}}},
 		}, func(m *metav1.ObjectMeta) {
 			m.Annotations[agentsv1alpha1.AnnotationClaimedAt] = "2026-12-07T10:00:00Z"
 			m.Annotations[agentsv1alpha1.AnnotationClaimedByUser] = "system:serviceaccount:ns:agent"

@@ -95,8 +95,12 @@ func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admissio
 }
 
 // metadataPatch is the JSON patch that turns a Pod's metadata before into
-// after.
+// after. Managed fields are left out of the diff: they are most of the
+// metadata's size, and the webhook never changes them.
 func metadataPatch(before, after *metav1.ObjectMeta) ([]jsonpatch.JsonPatchOperation, error) {
+	b, a := *before, *after
+	b.ManagedFields, a.ManagedFields = nil, nil
+	before, after = &b, &a
 	if equality.Semantic.DeepEqual(before, after) {
 		return nil, nil
 	}
