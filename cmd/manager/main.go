@@ -286,8 +286,8 @@ func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 // Its heap is mostly the Pod cache, which lives as long as the pools do,
 // and Go's default of 100 lets the heap grow to twice that before a
 // collection: at 20,000 pool Pods that headroom was a third of the
-// manager's memory. Collecting at half the live heap costs little CPU,
-// because a pass allocates little.
+// manager's memory. Collecting at half the live heap cost about a tenth
+// more CPU per claim (docs/benchmark.md).
 const defaultGCPercent = 50
 
 // setMemoryLimit sets GOGC to defaultGCPercent unless the environment sets
