@@ -265,8 +265,10 @@ var _ = Describe("SandboxSet warm pool", func() {
 				g.Expect(updatedPods(ctx, g, sbs, newRevision)).To(HaveLen(step))
 				g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(3))
 			}, timeout, interval).Should(Succeed())
+			// A pass relabels the Pod that just turned Ready before it deletes
+			// the next old one, so a fourth may be available for a moment.
 			Consistently(func(g Gomega) {
-				g.Expect(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable)).To(HaveLen(3), "never more than maxUnavailable=1 down")
+				g.Expect(len(podsOf(ctx, g, sbs, agentsv1alpha1.StateAvailable))).To(BeNumerically(">=", 3), "never more than maxUnavailable=1 down")
 			}, holdFor/4, interval).Should(Succeed())
 			makeReady(ctx, sbs)
 		}
