@@ -11,8 +11,9 @@ import (
 
 // BenchmarkPassAfterClaim is the controller's in-memory work on a claim
 // event in a full pool of 5,000 (the default ceiling): settle the
-// expectations against the pool, classify every Pod and plan one creation. It is what a claim costs beyond its single write,
-// and it must stay far below one API call (milliseconds).
+// expectations against the pool, classify every Pod and plan one
+// creation. It is what a claim costs beyond its single write, and it must
+// stay far below one API call (milliseconds).
 func BenchmarkPassAfterClaim(b *testing.B) {
 	const size = 5000
 	pods := make([]*corev1.Pod, 0, size)

@@ -78,7 +78,10 @@ func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admissio
 	if err := w.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	before := pod.ObjectMeta.DeepCopy()
+	// Default never touches the managed fields: leave them out of the copy.
+	unmanaged := pod.ObjectMeta
+	unmanaged.ManagedFields = nil
+	before := unmanaged.DeepCopy()
 	if err := w.Default(admission.NewContextWithRequest(ctx, req), pod); err != nil {
 		var refusal apierrors.APIStatus
 		if errors.As(err, &refusal) {
@@ -100,15 +103,14 @@ func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admissio
 func metadataPatch(before, after *metav1.ObjectMeta) ([]jsonpatch.JsonPatchOperation, error) {
 	b, a := *before, *after
 	b.ManagedFields, a.ManagedFields = nil, nil
-	before, after = &b, &a
-	if equality.Semantic.DeepEqual(before, after) {
+	if equality.Semantic.DeepEqual(&b, &a) {
 		return nil, nil
 	}
-	from, err := json.Marshal(before)
+	from, err := json.Marshal(&b)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the Pod's metadata: %w", err)
 	}
-	to, err := json.Marshal(after)
+	to, err := json.Marshal(&a)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the Pod's metadata: %w", err)
 	}
