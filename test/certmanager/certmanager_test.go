@@ -178,23 +178,35 @@ func certificate(name, issuer string, customize func(*cmapi.CertificateSpec)) *c
 	return crt
 }
 
-// waitIssued waits until the Certificate is Ready with a Secret that holds a
-// certificate other than previous, and returns that Secret parsed.
+// waitIssued waits until the Certificate is issued with a Secret that holds
+// a certificate other than previous and has held it for settleTime, and
+// returns that Secret parsed. cert-manager's controllers act on informer
+// caches that lag one another, and CI once saw a serving certificate issued
+// again within 0.3 s of a renewal, with nothing asking for it; settling lets
+// such an extra leaf land before the next step, which would misread it.
 func waitIssued(g *WithT, c client.Client, name string, previous *x509.Certificate) bundle {
 	var got bundle
+	var since time.Time
 	g.Eventually(func(g Gomega) {
 		crt := &cmapi.Certificate{}
 		g.Expect(c.Get(context.Background(), key(name), crt)).To(Succeed())
 		// The Secret is written before Issuing is cleared; a renewal
 		// requested in between would be swallowed by this issuance.
 		g.Expect(certmanager.Issued(crt)).To(BeTrue(), "Ready and no longer issuing: %v", crt.Status.Conditions)
-		got = read(g, c, name)
+		now := read(g, c, name)
 		if previous != nil {
-			g.Expect(got.leaf.SerialNumber).NotTo(Equal(previous.SerialNumber), "not re-issued yet")
+			g.Expect(now.leaf.SerialNumber).NotTo(Equal(previous.SerialNumber), "not re-issued yet")
 		}
+		if got.leaf == nil || !now.leaf.Equal(got.leaf) {
+			got, since = now, time.Now()
+		}
+		g.Expect(time.Since(since)).To(BeNumerically(">=", settleTime), "issued %v ago, not settled yet", time.Since(since))
 	}).Should(Succeed(), "Certificate %s", name)
 	return got
 }
+
+// settleTime is how long a Secret must keep its leaf for waitIssued.
+const settleTime = time.Second
 
 // read parses the Certificate's Secret: tls.crt, tls.key and ca.crt.
 func read(g Gomega, c client.Client, name string) bundle {
