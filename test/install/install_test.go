@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -142,12 +143,12 @@ var _ = Describe("The operator installed from config/default", Ordered, func() {
 		By("renewing the CA, then the serving certificate under it")
 		oldCALeaf := parseCert(secretOf(ctx, Default, "webhook-ca").Data[corev1.TLSCertKey])
 		Expect(certmanager.Renew(ctx, k8sClient, client.ObjectKey{Namespace: operatorNamespace, Name: caCert})).To(Succeed())
-		var newCA []byte
 		Eventually(func(g Gomega) {
-			newCA = secretOf(ctx, g, "webhook-ca").Data[corev1.TLSCertKey]
+			newCA := secretOf(ctx, g, "webhook-ca").Data[corev1.TLSCertKey]
 			g.Expect(parseCert(newCA).SerialNumber).NotTo(Equal(oldCALeaf.SerialNumber))
 		}, timeout, interval).Should(Succeed())
 		waitIssued(ctx, caCert)
+		newCA := settledCert(ctx, "webhook-ca")
 		Expect(certmanager.Renew(ctx, k8sClient, client.ObjectKey{Namespace: operatorNamespace, Name: servingCert})).To(Succeed())
 		Eventually(func(g Gomega) {
 			// The CA injector adds the new CA and keeps the old one until
@@ -198,6 +199,24 @@ func waitIssued(ctx context.Context, name string) {
 		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: name}, crt)).To(Succeed())
 		g.Expect(certmanager.Issued(crt)).To(BeTrue(), "Certificate %s: %v", name, crt.Status.Conditions)
 	}, timeout, interval).Should(Succeed())
+}
+
+// settledCert waits until a Secret's tls.crt has stayed the same for a
+// second and returns it. cert-manager can issue once more right after an
+// issuance (see test/certmanager's waitIssued); a step that took the
+// certificate before that would wait for the wrong one.
+func settledCert(ctx context.Context, secret string) []byte {
+	GinkgoHelper()
+	var last []byte
+	var since time.Time
+	Eventually(func(g Gomega) {
+		now := secretOf(ctx, g, secret).Data[corev1.TLSCertKey]
+		if !bytes.Equal(now, last) {
+			last, since = now, time.Now()
+		}
+		g.Expect(time.Since(since)).To(BeNumerically(">=", time.Second), "Secret %s changed %v ago", secret, time.Since(since))
+	}, timeout, interval).Should(Succeed())
+	return last
 }
 
 // claimLoad claims from a pool at a steady rate and deletes each claimed
