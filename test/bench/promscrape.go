@@ -25,6 +25,8 @@ const (
 	webhookDuration = "apiserver_admission_webhook_admission_duration_seconds_"
 	requestDuration = "apiserver_request_duration_seconds_"
 	flowWait        = "apiserver_flowcontrol_request_wait_duration_seconds_"
+	flowSeats       = "apiserver_flowcontrol_work_estimated_seats_"
+	flowWatchers    = "apiserver_flowcontrol_watch_count_samples_"
 	managerOps      = "sandboxset_pod_operations_total"
 	managerRefill   = "sandboxset_claim_to_replacement_seconds_"
 	managerHandler  = "controller_runtime_webhook_latency_seconds_"
@@ -81,7 +83,12 @@ func labelValue(labels, label string) string {
 // patch_seconds and patch_calls, the server time of Pod label patches
 // (claims and the manager's relabels); and flow_<level>_seconds and
 // flow_<level>_calls, the time requests waited in a priority level's
-// queues.
+// queues; and, for each level, seats_<level> and watchers_<level>: the
+// seats the API server reserved for its requests, and the watches each
+// of its writes would notify. A write notifying ten watches or more takes
+// a seat per ten, up to the level's cap, and holds them 5 ms per ten
+// after it is done (APF's mutating work estimate): watchers of a
+// namespace's Pods make every Pod write in it wider.
 func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, error) {
 	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
@@ -115,6 +122,16 @@ func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, er
 	if err != nil {
 		return nil, err
 	}
+	for key, metric := range map[string]string{"seats_": flowSeats, "watchers_": flowWatchers} {
+		err = promLines(body, metric, func(suffix, labels string, v float64) {
+			if level := labelValue(labels, "priority_level"); slices.Contains(flowLevels, level) {
+				addSumCount(out, key+level, suffix, v)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	if err := addAdmission(out, body); err != nil {
 		return nil, err
 	}
@@ -136,6 +153,14 @@ func addSumCount(out counters, key, suffix string, v float64) {
 func meanMs(m metrics, d counters, key string) {
 	if calls := d[key+"_calls"]; calls > 0 {
 		m[key+"_mean_ms"] = 1000 * d[key+"_seconds"] / calls
+	}
+}
+
+// mean sets m[<key>_mean] from a delta's <key>_seconds (a histogram's sum,
+// whatever its unit) and <key>_calls.
+func mean(m metrics, d counters, key string) {
+	if calls := d[key+"_calls"]; calls > 0 {
+		m[key+"_mean"] = d[key+"_seconds"] / calls
 	}
 }
 
@@ -267,6 +292,8 @@ func startSelfMeter(ctx context.Context, cs kubernetes.Interface, managerAddr, n
 // stop adds the deltas: webhook_<op>_calls and webhook_<op>_mean_ms;
 // patch_mean_ms, the API server's mean time per Pod label patch;
 // flow_<level>_mean_ms, the mean queueing in a priority level;
+// seats_<level>_mean and watchers_<level>_mean, its requests' mean width
+// and its writes' mean watch count;
 // mgr_<operation>_<result>, mgr_writes and mgr_writes_refused;
 // replacement_mean_ms, the manager's mean time from a claim to its
 // replacement's creation; and handler_mean_ms, the manager's own time per
@@ -282,6 +309,8 @@ func (s *selfMeter) stop(ctx context.Context, m metrics) {
 			meanMs(m, d, "patch")
 			for _, level := range flowLevels {
 				meanMs(m, d, "flow_"+level)
+				mean(m, d, "seats_"+level)
+				mean(m, d, "watchers_"+level)
 			}
 			apiWriteFigures(m, d)
 			admissionFigures(m, d)
