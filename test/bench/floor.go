@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -344,8 +345,10 @@ func (b *bench) managerMemory(ctx context.Context) (managerMemory, error) {
 }
 
 // spreadClaims sends claims at -rss10k-claim-rate for -duration, open loop,
-// each to a pool picked at random, through one claim.Picker per pool as an
-// agent gateway would, as a ServiceAccount bound to the agent Role. It adds
+// each to a pool picked at random, through -rss10k-pickers claim.Pickers
+// as agent gateways would, as a ServiceAccount bound to the agent Role. It
+// waits first for a quiet machine, so that the claims do not share it with
+// the fill's tail, and reports how busy it was during them. It adds
 // the claims' figures under spread_*, and the manager's CPU per claim won.
 func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metrics) error {
 	agent, _, err := agentClients(ctx, b.env, ns)
@@ -353,20 +356,43 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 		return err
 	}
 	claims := claim.New(agent)
-	pickers := make([]*claim.Picker, pools)
-	for i := range pickers {
-		if pickers[i], err = claims.NewPicker(ctx, ns, fmt.Sprintf("pool-%d", i)); err != nil {
-			return fmt.Errorf("starting a claim picker on %s/pool-%d: %w", ns, i, err)
+	// pickers[pool] are the watches of that pool; as many watches in all
+	// whatever the pools, since each one makes every Pod write wider.
+	pickers := make([][]*claim.Picker, pools)
+	for i := range max(pools, b.p.RSSPickers) {
+		pool := i % pools
+		picker, err := claims.NewPicker(ctx, ns, fmt.Sprintf("pool-%d", pool))
+		if err != nil {
+			return fmt.Errorf("starting a claim picker on %s/pool-%d: %w", ns, pool, err)
 		}
-		defer pickers[i].Stop()
+		defer picker.Stop()
+		pickers[pool] = append(pickers[pool], picker)
 	}
+	m["spread_pickers"] = float64(max(pools, b.p.RSSPickers))
 	claimOne := func(ctx context.Context, id string) claimResult {
 		start := time.Now()
-		sbx, err := pickers[rand.IntN(pools)].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
+		pool := pickers[rand.IntN(pools)]
+		sbx, err := pool[rand.IntN(len(pool))].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
 		return sandboxClaimResult(id, start, sbx, err)
 	}
+	waited, busy, err := waitQuiet(ctx)
+	if err != nil {
+		return err
+	}
+	logf("rss10k: the machine was quiet (%.2f cores busy) after %s", busy, waited.Round(time.Second))
+	m["spread_quiet_wait_s"], m["spread_busy_cores_before"] = waited.Seconds(), busy
+	// The machine's CPU, and the benchmark's own share of it: its agents and
+	// pickers run on the same cores as the cluster.
+	machine, machineErr := readMachineCPU()
+	benchCPU, benchErr := readProc(os.Getpid())
 	cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics, ns)
 	results, _, err := b.openLoop(ctx, claimOne, b.p.RSSClaimRate, int(b.p.RSSClaimRate*b.p.Duration.Seconds()), nil, "spread")
+	if after, err := readMachineCPU(); err == nil && machineErr == nil {
+		m["spread_busy_cores"], m["spread_steal_cores"] = after.cores(machine)
+		if benchAfter, err := readProc(os.Getpid()); err == nil && benchErr == nil {
+			m["spread_bench_cores"] = (benchAfter.CPUSeconds - benchCPU.CPUSeconds) / after.at.Sub(machine.at).Seconds()
+		}
+	}
 	cm, _ := claimMetrics(results, func(format string, args ...any) { logf("rss10k: "+format, args...) })
 	load := metrics{"claims_ok": cm["claims_ok"]}
 	cost.stop(load)

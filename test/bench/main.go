@@ -87,6 +87,7 @@ type params struct {
 	RSSPods               int           `json:"rss10kPods"`
 	RSSPoolSize           int           `json:"rss10kPoolSize"`
 	RSSClaimRate          float64       `json:"rss10kClaimRatePerSecond"`
+	RSSPickers            int           `json:"rss10kPickers"`
 	Quick                 bool          `json:"quick"`
 	Long                  bool          `json:"long"`
 	Out                   string        `json:"-"`
@@ -134,6 +135,7 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.RSSPods, "rss10k-pods", 10000, "-rss10k: how many pool Pods in all, in pools of at most 1,000")
 	fs.IntVar(&p.RSSPoolSize, "rss10k-pool-size", 1000, "-rss10k: Pods per pool, e.g. 100 for 100 pools of 100, or 5000 with -rss10k-pods 5000 for one pool at the default ceiling")
 	fs.Float64Var(&p.RSSClaimRate, "rss10k-claim-rate", 0, "-rss10k: once all are available, claims per second for -duration, each to a pool picked at random; 0 for none")
+	fs.IntVar(&p.RSSPickers, "rss10k-pickers", 100, "-rss10k: claim.Pickers the claims go through, spread evenly over the pools and at least one a pool; each is a watch of its pool's Pods, as an agent gateway holds. API Priority and Fairness makes every Pod write in a namespace wider for each ten watches of its Pods, so one pool and many compare fairly only with as many")
 	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
@@ -202,8 +204,8 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-manager-memory-limit-mib must not be negative")
 	case p.ReadyDelay < 0:
 		return p, errors.New("-ready-delay must not be negative")
-	case p.RSSPoolSize < 1 || p.RSSClaimRate < 0:
-		return p, errors.New("-rss10k-pool-size must be at least 1 and -rss10k-claim-rate not negative")
+	case p.RSSPoolSize < 1 || p.RSSClaimRate < 0 || p.RSSPickers < 1:
+		return p, errors.New("-rss10k-pool-size and -rss10k-pickers must be at least 1 and -rss10k-claim-rate not negative")
 	case p.TraceMiss != traceMissCold && p.TraceMiss != traceMissWait:
 		return p, fmt.Errorf("-trace-miss %q: want %s or %s", p.TraceMiss, traceMissCold, traceMissWait)
 	case p.TraceHold < 0 || p.TraceScaleDownDelay < 0 || p.TraceRefill < 0:
