@@ -191,6 +191,13 @@ func tenancySpecs(wide bool) {
 				sbs.Spec.MaxHeldPerIdentity = ptr.To[int32](5)
 				g.Expect(adminClient.Update(ctx, sbs)).To(Succeed())
 			}, timeout, interval).Should(Succeed())
+			// The webhook reads the pool from the manager's cache, which the
+			// controller reads too: once it reports the new generation, a
+			// claim sees the limit and opens the ledger.
+			Eventually(func(g Gomega) {
+				g.Expect(adminClient.Get(ctx, client.ObjectKeyFromObject(sbs), sbs)).To(Succeed())
+				g.Expect(sbs.Status.ObservedGeneration).To(Equal(sbs.Generation))
+			}, timeout, interval).Should(Succeed())
 			Eventually(func() error { _, err := claimAs(ctx, a, warm, "agent-1b"); return err }, timeout, interval).Should(Succeed())
 			ledger := &coordinationv1.Lease{}
 			Expect(adminClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ledgerName("demo", userA)}, ledger)).To(Succeed())
