@@ -345,7 +345,15 @@ type reportFigure struct {
 
 type reportSection struct {
 	Title, Intro string
+	Table        *reportTable
 	Figures      []reportFigure
+}
+
+// reportTable is a section's figures by run: a row per metric, a column
+// per run and one for the median and range.
+type reportTable struct {
+	Head []string
+	Rows [][]string
 }
 
 type legendEntry struct {
@@ -369,6 +377,9 @@ var reportTemplate = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 1320px; color: #222; }
 table.header th { text-align: left; padding-right: 16px; font-weight: 600; }
+table.figures { border-collapse: collapse; margin-bottom: 16px; }
+table.figures th, table.figures td { padding: 2px 10px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: pre; }
+table.figures th:first-child, table.figures td:first-child { text-align: left; }
 ul.legend { list-style: none; padding: 0; }
 ul.legend li { margin: 2px 0; }
 figure { display: inline-block; margin: 8px 16px 16px 0; vertical-align: top; }
@@ -391,7 +402,11 @@ svg .label { font-size: 12px; }
 {{range .Sections}}<section>
 <h2>{{.Title}}</h2>
 <p>{{.Intro}}</p>
-{{range .Figures}}<figure>
+{{with .Table}}<table class="figures">
+<tr>{{range .Head}}<th>{{.}}</th>{{end}}</tr>
+{{range .Rows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>
+{{end}}</table>
+{{end}}{{range .Figures}}<figure>
 {{.SVG}}
 <figcaption>{{.Caption}}</figcaption>
 </figure>
@@ -476,6 +491,13 @@ func (r *results) page() reportPage {
 			Intro:   fmt.Sprintf("Claims arrive at %g/s for %s, open loop, on a full pool of N = %d.", p.Rate, p.Duration, p.N),
 			Figures: figs})
 	}
+	if x := r.RSS10k; x != nil && len(x.Runs) > 0 {
+		pg.Sections = append(pg.Sections, reportSection{
+			Title: fmt.Sprintf("Manager memory with %d pool Pods, in pools of %d", p.RSSPods, p.RSSPoolSize),
+			Intro: fmt.Sprintf("The pools filled, then %g claims/s for %s spread over them at random through %d claim.Pickers (0: no claims), on a new manager each run.",
+				p.RSSClaimRate, p.Duration, max(p.RSSPickers, (p.RSSPods+p.RSSPoolSize-1)/p.RSSPoolSize)),
+			Table: runsTable(rssRows, x)})
+	}
 	if sec := r.TraceReplay.traceReportSection(); sec != nil {
 		pg.Legend = append(pg.Legend,
 			legendEntry{swatch(variantMean), "mean-sized: a fixed pool sized by Little's law for the trace's mean rate"},
@@ -485,6 +507,32 @@ func (r *results) page() reportPage {
 		pg.Sections = append(pg.Sections, *sec)
 	}
 	return pg
+}
+
+// runsTable lays out rows of single-run figures: each run's value, then
+// the median and range over the runs; rows no run measured are left out.
+func runsTable(rows []row, x *runs) *reportTable {
+	t := &reportTable{Head: []string{"metric"}}
+	for i := range x.Runs {
+		t.Head = append(t.Head, fmt.Sprintf("run %d", i+1))
+	}
+	t.Head = append(t.Head, "median (range)")
+	for _, row := range rows {
+		sp, measured := x.Summary[row.key]
+		if !measured {
+			continue
+		}
+		cells := []string{row.label + unitSuffix(row.unit)}
+		for _, run := range x.Runs {
+			v, ok := run[row.key]
+			if !ok {
+				v = math.NaN()
+			}
+			cells = append(cells, fmtValue(v, row.unit))
+		}
+		t.Rows = append(t.Rows, append(cells, fmtSpread(sp, row.unit)))
+	}
+	return t
 }
 
 // writeReport writes the HTML report to path.

@@ -352,3 +352,31 @@ func TestReportPath(t *testing.T) {
 		}
 	}
 }
+
+// The -rss10k figures go into the report as a table: a column per run, a
+// median with its range, and no row for what no run measured.
+func TestReportTablesScaleRuns(t *testing.T) {
+	r := syntheticResults()
+	r.Params.RSSPods, r.Params.RSSPoolSize, r.Params.RSSClaimRate, r.Params.RSSPickers = 10000, 100, 50, 100
+	scale := []metrics{
+		{"pool_pods": 10000, "spread_claim_p50_ms": 40, "spread_claim_p99_ms": 250},
+		{"pool_pods": 10000, "spread_claim_p50_ms": 130, "spread_claim_p99_ms": 900},
+		{"pool_pods": 10000, "spread_claim_p50_ms": 60, "spread_claim_p99_ms": 300},
+	}
+	r.RSS10k = &runs{Runs: scale, Summary: summarizeRuns(scale)}
+	out := renderReport(t, r)
+	for _, want := range []string{
+		"<h2>Manager memory with 10000 pool Pods, in pools of 100</h2>",
+		"through 100 claim.Pickers",
+		"<tr><th>metric</th><th>run 1</th><th>run 2</th><th>run 3</th><th>median (range)</th></tr>",
+		"<tr><td>  claim latency p50 (ms)</td><td>40.0</td><td>130</td><td>60.0</td><td>60.0 (40.0–130)</td></tr>",
+		"<tr><td>  claim latency p99 (ms)</td><td>250</td><td>900</td><td>300</td><td>300 (250–900)</td></tr>",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "served warm") {
+		t.Error("the report has a row for a figure no run measured")
+	}
+}
