@@ -371,8 +371,8 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 	m["spread_pickers"] = float64(max(pools, b.p.RSSPickers))
 	claimOne := func(ctx context.Context, id string) claimResult {
 		start := time.Now()
-		pool := pickers[rand.IntN(pools)]
-		sbx, err := pool[rand.IntN(len(pool))].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
+		ofPool := pickers[rand.IntN(pools)]
+		sbx, err := ofPool[rand.IntN(len(ofPool))].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
 		return sandboxClaimResult(id, start, sbx, err)
 	}
 	waited, busy, err := waitQuiet(ctx)

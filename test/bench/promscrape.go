@@ -86,9 +86,10 @@ func labelValue(labels, label string) string {
 // queues; and, for each level, seats_<level> and watchers_<level>: the
 // seats the API server reserved for its requests, and the watches each
 // of its writes would notify. A write notifying ten watches or more takes
-// a seat per ten, up to the level's cap, and holds them 5 ms per ten
-// after it is done (APF's mutating work estimate): watchers of a
-// namespace's Pods make every Pod write in it wider.
+// a seat per ten, up to the level's cap, and holds them after it is done
+// for 5 ms per ten, divided by the seats it holds (APF's mutating work
+// estimate): watchers of a namespace's Pods make every Pod write in it
+// wider.
 func webhookCounters(ctx context.Context, cs kubernetes.Interface) (counters, error) {
 	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
