@@ -520,7 +520,7 @@ func runsTable(rows []row, x *runs) *reportTable {
 	for _, row := range rows {
 		sp, measured := x.Summary[row.key]
 		if !measured {
-			continue
+			continue // e.g. the spread claims of a run without -rss10k-claim-rate
 		}
 		cells := []string{row.label + unitSuffix(row.unit)}
 		for _, run := range x.Runs {

@@ -621,12 +621,9 @@ func printSingleRuns(w io.Writer, title, key string, rows []row, x *runs) {
 	fmt.Fprintf(w, "\n== %s ==\n", title)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\tvalue\t")
-	for _, row := range rows {
-		sp, measured := x.Summary[row.key]
-		if !measured {
-			continue // e.g. the spread claims of a run without -rss10k-claim-rate
-		}
-		fmt.Fprintf(tw, "%s%s\t%s\t\n", row.label, unitSuffix(row.unit), fmtSpread(sp, row.unit))
+	// The HTML report's table, without its columns per run.
+	for _, cells := range runsTable(rows, x).Rows {
+		fmt.Fprintf(tw, "%s\t%s\t\n", cells[0], cells[len(cells)-1])
 	}
 	_ = tw.Flush()
 	printIssues(w, key, x)
