@@ -5,8 +5,11 @@
 //
 // Client.Claim lists the pool on every claim. A long-lived process that
 // claims often should use a Picker (Client.NewPicker) instead: it watches the
-// pool's available sandboxes, so a claim is one write. It needs list and
-// watch on Pods, which that Role grants.
+// pool's available sandboxes, so a claim is one write. A process that claims
+// from many pools should hold one NamespacePicker (Client.NewNamespacePicker),
+// one watch for them all, since every watch of a namespace's Pods makes the
+// controller's Pod writes there cost more. Both need list and watch on Pods,
+// which that Role grants.
 package claim
 
 import (

@@ -10,10 +10,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
 // Picker claims from one pool without listing it: an informer keeps the
@@ -21,56 +25,143 @@ import (
 // long-lived process that claims often; its methods are safe for concurrent
 // use.
 type Picker struct {
-	c                     *Client
-	namespace, sandboxSet string
-	store                 cache.Store // the informer's view of the pool's available Pods
-	stop                  context.CancelFunc
-	done                  chan struct{} // closed once the informer has stopped
-
-	mu      sync.Mutex
-	names   []string            // claimable, in no order, for an O(1) random pick
-	index   map[string]int      // each name's place in names, for an O(1) removal
-	taken   map[string]struct{} // picked here, and not yet seen leaving the pool
-	arrived chan struct{}       // closed, and replaced, when a name is added
+	w    *podWatch
+	pool *available
 }
 
 // NewPicker watches the pool's available sandboxes (their metadata only)
 // and returns once it has seen them all. ctx bounds the Picker's life, not
 // only its start: it stops when ctx ends or on Stop.
 func (c *Client) NewPicker(ctx context.Context, namespace, sandboxSet string) (*Picker, error) {
-	ctx, stop := context.WithCancel(ctx)
-	p := newPicker(c, namespace, sandboxSet)
-	p.stop = stop
+	p := &Picker{}
+	p.w = newPodWatch(c, namespace, labels.SelectorFromSet(labels.Set(availableLabels(sandboxSet))), func(string) *available { return p.pool })
+	p.pool = newAvailable(p.w, sandboxSet)
+	if err := p.w.start(ctx, fmt.Sprintf("SandboxSet %s/%s", namespace, sandboxSet)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Claim is Client.Claim on the Picker's pool, with the same options, result
+// and errors, but it picks from the watched set instead of a list.
+func (p *Picker) Claim(ctx context.Context, agent string, opts ClaimOptions) (*Sandbox, error) {
+	return p.w.c.claim(ctx, p.w.namespace, p.pool.sandboxSet, agent, opts, p.pool.run)
+}
+
+// Stop ends the watch and waits for it to finish. Claims fail after it.
+func (p *Picker) Stop() { p.w.Stop() }
+
+// NamespacePicker is a Picker for every pool of a namespace through one
+// watch. API Priority and Fairness makes each Pod write in a namespace
+// wider by a seat for every ten watches of its Pods, so a process that
+// claims from many pools should hold one NamespacePicker, not a Picker per
+// pool: the controller's refill then keeps its pace however many pools the
+// process serves. It receives every pool's events, so a process that claims
+// from one pool of a busy namespace is better served by a Picker.
+type NamespacePicker struct {
+	w *podWatch
+
+	mu    sync.Mutex
+	pools map[string]*available // by SandboxSet, added on the first event or Claim
+}
+
+// NewNamespacePicker watches the available sandboxes of every pool in the
+// namespace and returns once it has seen them all. ctx bounds its life, as
+// for NewPicker.
+func (c *Client) NewNamespacePicker(ctx context.Context, namespace string) (*NamespacePicker, error) {
+	p := &NamespacePicker{pools: map[string]*available{}}
+	state, err := labels.NewRequirement(agentsv1alpha1.LabelState, selection.Equals, []string{string(agentsv1alpha1.StateAvailable)})
+	if err != nil {
+		return nil, err
+	}
+	pool, err := labels.NewRequirement(agentsv1alpha1.LabelSandboxSet, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	p.w = newPodWatch(c, namespace, labels.NewSelector().Add(*state, *pool), p.pool)
+	if err := p.w.start(ctx, "namespace "+namespace); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Claim is Picker.Claim on the namespace's SandboxSet sandboxSet.
+func (p *NamespacePicker) Claim(ctx context.Context, sandboxSet, agent string, opts ClaimOptions) (*Sandbox, error) {
+	return p.w.c.claim(ctx, p.w.namespace, sandboxSet, agent, opts, p.pool(sandboxSet).run)
+}
+
+// Stop ends the watch and waits for it to finish. Claims fail after it.
+func (p *NamespacePicker) Stop() { p.w.Stop() }
+
+// pool returns the set of the SandboxSet's available sandboxes, adding an
+// empty one for a pool not seen yet, so that a Claim can wait on it.
+func (p *NamespacePicker) pool(sandboxSet string) *available {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.pools[sandboxSet]
+	if !ok {
+		s = newAvailable(p.w, sandboxSet)
+		p.pools[sandboxSet] = s
+	}
+	return s
+}
+
+// podWatch is an informer of available Pods' metadata that hands each
+// event to the set of the Pod's pool.
+type podWatch struct {
+	c         *Client
+	namespace string
+	selector  labels.Selector
+	poolSet   func(sandboxSet string) *available
+	store     cache.Store // the informer's view of the selected Pods
+	stop      context.CancelFunc
+	done      chan struct{} // closed once the informer has stopped
+}
+
+func newPodWatch(c *Client, namespace string, selector labels.Selector, poolSet func(string) *available) *podWatch {
+	return &podWatch{c: c, namespace: namespace, selector: selector, poolSet: poolSet, done: make(chan struct{})}
+}
+
+// start runs the informer until ctx ends or Stop, and returns once it has
+// synced, or failed to; watched names what it watches, for the error.
+func (w *podWatch) start(ctx context.Context, watched string) error {
+	ctx, w.stop = context.WithCancel(ctx)
 	// The reflector retries a refused list or watch forever; refused lets a
 	// Picker without the rights fail at once instead.
 	refused := make(chan error, 1)
 	store, informer := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: p.listWatch(refused),
+		ListerWatcher: w.listWatch(refused),
 		ObjectType:    &metav1.PartialObjectMetadata{},
 		Transform:     dropManagedFields,
 		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    p.observe,
-			UpdateFunc: func(_, obj any) { p.observe(obj) },
-			DeleteFunc: p.forget,
+			AddFunc:    w.observe,
+			UpdateFunc: func(_, obj any) { w.observe(obj) },
+			DeleteFunc: w.forget,
 		},
 	})
-	p.store = store
+	w.store = store
 	go func() {
-		defer close(p.done)
+		defer close(w.done)
 		informer.RunWithContext(ctx)
 	}()
 	// The informer calls the handlers before it counts an item delivered, so
-	// once synced the set holds every available sandbox.
+	// once synced the sets hold every available sandbox.
 	select {
 	case <-informer.HasSyncedChecker().Done():
-		return p, nil
+		return nil
 	case err := <-refused:
-		p.Stop()
-		return nil, err
+		w.Stop()
+		return err
 	case <-ctx.Done():
-		p.Stop()
-		return nil, fmt.Errorf("watching SandboxSet %s/%s for available sandboxes: %w", namespace, sandboxSet, ctx.Err())
+		w.Stop()
+		return fmt.Errorf("watching %s for available sandboxes: %w", watched, ctx.Err())
 	}
+}
+
+// Stop ends the watch and waits for it to finish.
+func (w *podWatch) Stop() {
+	w.stop()
+	<-w.done
 }
 
 // dropManagedFields keeps the store lean: a Pod's managedFields are most of
@@ -82,23 +173,18 @@ func dropManagedFields(obj any) (any, error) {
 	return obj, nil
 }
 
-func newPicker(c *Client, namespace, sandboxSet string) *Picker {
-	return &Picker{c: c, namespace: namespace, sandboxSet: sandboxSet, done: make(chan struct{}),
-		index: map[string]int{}, taken: map[string]struct{}{}, arrived: make(chan struct{})}
-}
-
-// listWatch lists and watches the pool's available Pods through the Client.
-// The reflector's options carry the resourceVersion, paging, bookmarks and
+// listWatch lists and watches the selected Pods through the Client. The
+// reflector's options carry the resourceVersion, paging, bookmarks and
 // timeout; the namespace and selector are added to them.
-func (p *Picker) listWatch(refused chan<- error) *cache.ListWatch {
+func (w *podWatch) listWatch(refused chan<- error) *cache.ListWatch {
 	options := func(raw *metav1.ListOptions) []client.ListOption {
 		return []client.ListOption{&client.ListOptions{Raw: raw, Limit: raw.Limit, Continue: raw.Continue},
-			client.InNamespace(p.namespace), availableLabels(p.sandboxSet)}
+			client.InNamespace(w.namespace), client.MatchingLabelsSelector{Selector: w.selector}}
 	}
 	refuse := func(err error, verb string) error {
 		if apierrors.IsForbidden(err) {
 			select {
-			case refused <- apiError(err, verb, "pods", p.namespace, agentRoleHint):
+			case refused <- apiError(err, verb, "pods", w.namespace, agentRoleHint):
 			default:
 			}
 		}
@@ -107,25 +193,59 @@ func (p *Picker) listWatch(refused chan<- error) *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			list := podMetadataList()
-			return list, refuse(p.c.c.List(ctx, list, options(&opts)...), "list")
+			return list, refuse(w.c.c.List(ctx, list, options(&opts)...), "list")
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := p.c.c.Watch(ctx, podMetadataList(), options(&opts)...)
-			return w, refuse(err, "watch")
+			watcher, err := w.c.c.Watch(ctx, podMetadataList(), options(&opts)...)
+			return watcher, refuse(err, "watch")
 		},
 	}
 }
 
-// Stop ends the watch and waits for it to finish. Claims fail after it.
-func (p *Picker) Stop() {
-	p.stop()
-	<-p.done
+// observe hands an added or updated Pod to its pool's set.
+func (w *podWatch) observe(obj any) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		w.poolSet(m.Labels[agentsv1alpha1.LabelSandboxSet]).observe(m)
+	}
 }
 
-// Claim is Client.Claim on the Picker's pool, with the same options, result
-// and errors, but it picks from the watched set instead of a list.
-func (p *Picker) Claim(ctx context.Context, agent string, opts ClaimOptions) (*Sandbox, error) {
-	return p.c.claim(ctx, p.namespace, p.sandboxSet, agent, opts, p.run)
+// forget hands a Pod that left the selector to its pool's set, including
+// the tombstone of a Delete missed by the watch and found by a relist.
+func (w *podWatch) forget(obj any) {
+	name, err := cache.DeletionHandlingObjectToName(obj)
+	if err != nil {
+		return
+	}
+	if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tombstone.Obj
+	}
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		w.poolSet(m.Labels[agentsv1alpha1.LabelSandboxSet]).forget(name.Name)
+	}
+}
+
+// stored is the informer's view of the Pod, if it still shows it.
+func (w *podWatch) stored(name string) (*metav1.PartialObjectMetadata, bool) {
+	obj, exists, err := w.store.GetByKey(cache.ObjectName{Namespace: w.namespace, Name: name}.String())
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	return m, ok && exists && err == nil
+}
+
+// available is the claimable sandboxes of one pool, as a watch shows them.
+type available struct {
+	w          *podWatch
+	sandboxSet string
+
+	mu      sync.Mutex
+	names   []string            // claimable, in no order, for an O(1) random pick
+	index   map[string]int      // each name's place in names, for an O(1) removal
+	taken   map[string]struct{} // picked here, and not yet seen leaving the pool
+	arrived chan struct{}       // closed, and replaced, when a name is added
+}
+
+func newAvailable(w *podWatch, sandboxSet string) *available {
+	return &available{w: w, sandboxSet: sandboxSet,
+		index: map[string]int{}, taken: map[string]struct{}{}, arrived: make(chan struct{})}
 }
 
 // run claims picked names until one wins. After a win, a Conflict (another
@@ -136,23 +256,23 @@ func (p *Picker) Claim(ctx context.Context, agent string, opts ClaimOptions) (*S
 // Ready, a timeout, a 5xx) proves nothing, and a Pod that stays available
 // would never be offered again if its name stayed taken; so the name is
 // released, and goes back if the informer still shows the Pod claimable.
-func (p *Picker) run(ctx context.Context, a *attempt) (*corev1.Pod, error) {
+func (s *available) run(ctx context.Context, a *attempt) (*corev1.Pod, error) {
 	deadline := a.start.Add(a.opts.Wait)
 	for {
-		name, err := p.pick(ctx, deadline)
+		name, err := s.pick(ctx, deadline)
 		switch {
 		case err != nil:
 			return nil, err
 		case name == "":
 			return a.whenEmpty(ctx)
 		case a.claims == a.opts.MaxAttempts:
-			p.release(name)
+			s.release(name)
 			return nil, a.lostRaces()
 		}
 		a.claims++
 		pod, err := a.claimPod(ctx, name)
 		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-			p.release(name)
+			s.release(name)
 		}
 		if err == nil || !lostRace(err) {
 			return pod, err
@@ -162,25 +282,25 @@ func (p *Picker) run(ctx context.Context, a *attempt) (*corev1.Pod, error) {
 
 // pick takes a name out of the set, waiting until deadline for one to
 // arrive. It returns "" if none did.
-func (p *Picker) pick(ctx context.Context, deadline time.Time) (string, error) {
+func (s *available) pick(ctx context.Context, deadline time.Time) (string, error) {
 	wait, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for {
 		select {
-		case <-p.done:
-			return "", fmt.Errorf("the Picker of SandboxSet %s/%s is stopped", p.namespace, p.sandboxSet)
+		case <-s.w.done:
+			return "", fmt.Errorf("the Picker of SandboxSet %s/%s is stopped", s.w.namespace, s.sandboxSet)
 		default:
 		}
-		name, arrived := p.take()
+		name, arrived := s.take()
 		if name != "" {
 			return name, nil
 		}
 		select {
 		case <-arrived:
-		case <-p.done:
+		case <-s.w.done:
 		case <-wait.Done():
 			if err := ctx.Err(); err != nil {
-				return "", fmt.Errorf("waiting for an available sandbox in SandboxSet %s/%s: %w", p.namespace, p.sandboxSet, err)
+				return "", fmt.Errorf("waiting for an available sandbox in SandboxSet %s/%s: %w", s.w.namespace, s.sandboxSet, err)
 			}
 			return "", nil
 		}
@@ -190,15 +310,15 @@ func (p *Picker) pick(ctx context.Context, deadline time.Time) (string, error) {
 // take removes a random name from the set and marks it taken, so that no
 // other Claim here sends a claim for it. With none, it returns the channel
 // closed at the next arrival.
-func (p *Picker) take() (string, <-chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.names) == 0 {
-		return "", p.arrived
+func (s *available) take() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.names) == 0 {
+		return "", s.arrived
 	}
-	name := p.names[rand.IntN(len(p.names))]
-	p.remove(name)
-	p.taken[name] = struct{}{}
+	name := s.names[rand.IntN(len(s.names))]
+	s.remove(name)
+	s.taken[name] = struct{}{}
 	return name, nil
 }
 
@@ -206,74 +326,64 @@ func (p *Picker) take() (string, <-chan struct{}) {
 // pool. It reads the informer's store under mu: the informer updates the
 // store before it calls the handlers, so a Delete not yet in the store is
 // still to be handled, and will remove the name again.
-func (p *Picker) release(name string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.taken, name)
-	obj, exists, err := p.store.GetByKey(cache.ObjectName{Namespace: p.namespace, Name: name}.String())
-	if m, ok := obj.(*metav1.PartialObjectMetadata); ok && exists && err == nil && unclaimed(m) {
-		p.add(name)
+func (s *available) release(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.taken, name)
+	if m, ok := s.w.stored(name); ok && unclaimed(m) {
+		s.add(name)
 	}
 }
 
 // observe handles an added or updated Pod. A taken name is not added back:
 // the event may predate the claim.
-func (p *Picker) observe(obj any) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch _, taken := p.taken[m.Name]; {
+func (s *available) observe(m *metav1.PartialObjectMetadata) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch _, taken := s.taken[m.Name]; {
 	case !unclaimed(m):
-		p.drop(m.Name)
+		s.drop(m.Name)
 	case !taken:
-		p.add(m.Name)
+		s.add(m.Name)
 	}
 }
 
-// forget handles a Pod that left the selector, including the tombstone of
-// a Delete missed by the watch and found by a relist.
-func (p *Picker) forget(obj any) {
-	name, err := cache.DeletionHandlingObjectToName(obj)
-	if err != nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.drop(name.Name)
+// forget handles a Pod that left the selector.
+func (s *available) forget(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop(name)
 }
 
 // drop removes a name the informer saw leave the pool, or shown claimed or
 // terminating, which it never comes back from. Every taken name ends here
 // or in release, so taken holds only claims in flight and claimed Pods whose
 // Delete the watch has yet to deliver.
-func (p *Picker) drop(name string) {
-	p.remove(name)
-	delete(p.taken, name)
+func (s *available) drop(name string) {
+	s.remove(name)
+	delete(s.taken, name)
 }
 
 // add puts name in the set and wakes the Claims waiting for one.
-func (p *Picker) add(name string) {
-	if _, ok := p.index[name]; ok {
+func (s *available) add(name string) {
+	if _, ok := s.index[name]; ok {
 		return
 	}
-	p.index[name] = len(p.names)
-	p.names = append(p.names, name)
-	close(p.arrived)
-	p.arrived = make(chan struct{})
+	s.index[name] = len(s.names)
+	s.names = append(s.names, name)
+	close(s.arrived)
+	s.arrived = make(chan struct{})
 }
 
 // remove takes name out of the set: the last name fills its place.
-func (p *Picker) remove(name string) {
-	i, ok := p.index[name]
+func (s *available) remove(name string) {
+	i, ok := s.index[name]
 	if !ok {
 		return
 	}
-	last := len(p.names) - 1
-	p.names[i] = p.names[last]
-	p.index[p.names[i]] = i
-	p.names = p.names[:last]
-	delete(p.index, name)
+	last := len(s.names) - 1
+	s.names[i] = s.names[last]
+	s.index[s.names[i]] = i
+	s.names = s.names[:last]
+	delete(s.index, name)
 }

@@ -150,11 +150,11 @@ var _ = Describe("Picker", func() {
 
 		By("forgetting the won names once the watch shows them gone")
 		Eventually(func(g Gomega) {
-			names, taken := pickerState(p)
+			names, taken := pickerState(p.pool)
 			g.Expect(names).To(BeEmpty())
 			g.Expect(taken).To(BeEmpty())
 		}, timeout, interval).Should(Succeed())
-		Consistently(func() []string { names, _ := pickerState(p); return names }, holdFor, interval).Should(BeEmpty())
+		Consistently(func() []string { names, _ := pickerState(p.pool); return names }, holdFor, interval).Should(BeEmpty())
 	})
 
 	It("says when there is no such SandboxSet, and stops with Stop or its context", func(ctx SpecContext) {
@@ -164,14 +164,14 @@ var _ = Describe("Picker", func() {
 		Expect(err).To(MatchError(fmt.Sprintf("no SandboxSet nope in namespace %s", ns)))
 
 		p.Stop()
-		Expect(p.done).To(BeClosed(), "Stop returns once the informer has ended")
+		Expect(p.w.done).To(BeClosed(), "Stop returns once the informer has ended")
 		_, err = p.Claim(ctx, "agent-1", ClaimOptions{})
 		Expect(err).To(MatchError(fmt.Sprintf("the Picker of SandboxSet %s/nope is stopped", ns)))
 
 		pickerCtx, cancel := context.WithCancel(ctx)
 		p = startPicker(pickerCtx, "nope")
 		cancel()
-		Eventually(p.done, timeout).Should(BeClosed(), "the informer ends with the Picker's context")
+		Eventually(p.w.done, timeout).Should(BeClosed(), "the informer ends with the Picker's context")
 
 		_, err = agent.NewPicker(pickerCtx, ns, "nope")
 		Expect(err).To(MatchError(context.Canceled))
@@ -190,9 +190,90 @@ var _ = Describe("Picker", func() {
 	})
 })
 
+var _ = Describe("NamespacePicker", func() {
+	startPicker := func(ctx context.Context) *NamespacePicker {
+		GinkgoHelper()
+		p, err := agent.NewNamespacePicker(ctx, ns)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(p.Stop)
+		return p
+	}
+
+	It("claims from each pool of the namespace through one watch, and waits on a pool it has not seen", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 2, true)
+		newPool(ctx, ns, "other", 1, false)
+		p := startPicker(ctx)
+		sbx, err := p.Claim(ctx, "demo", "agent-1", ClaimOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(*sbx).To(MatchFields(IgnoreExtras, Fields{"SandboxSet": Equal("demo"), "Agent": Equal("agent-1"), "Attempts": Equal(1)}))
+
+		_, err = p.Claim(ctx, "other", "agent-2", ClaimOptions{})
+		Expect(err).To(MatchError(fmt.Sprintf("SandboxSet %s/other has no available sandbox (1 creating); retry, wait for one (--wait 30s), or claim cold (--cold-if-empty)", ns)))
+		done := make(chan *Sandbox, 1)
+		go func() {
+			defer GinkgoRecover()
+			sbx, err := p.Claim(ctx, "other", "agent-2", ClaimOptions{Wait: timeout})
+			Expect(err).NotTo(HaveOccurred())
+			done <- sbx
+		}()
+		Consistently(done, holdFor).ShouldNot(Receive(), "demo's sandbox is not other's")
+
+		By("playing kubelet: other's sandbox turns Ready")
+		pod := poolPods(ctx, Default, ns, "other", agentsv1alpha1.StateCreating)[0]
+		Expect(kubelet.SetReady(ctx, admin, &pod, true)).To(Succeed())
+		Eventually(done, timeout).Should(Receive(PointTo(MatchFields(IgnoreExtras, Fields{
+			"Name": Equal(pod.Name), "SandboxSet": Equal("other"), "Agent": Equal("agent-2")}))))
+
+		_, err = p.Claim(ctx, "nope", "agent-3", ClaimOptions{})
+		Expect(err).To(MatchError(ErrNoSandboxSet))
+
+		p.Stop()
+		_, err = p.Claim(ctx, "demo", "agent-4", ClaimOptions{})
+		Expect(err).To(MatchError(fmt.Sprintf("the Picker of SandboxSet %s/demo is stopped", ns)))
+	})
+
+	It("gives each sandbox of two pools to exactly one agent, racing with a Picker of one of them", func(ctx SpecContext) {
+		newPool(ctx, ns, "demo", 6, true)
+		newPool(ctx, ns, "other", 4, true)
+		shared := startPicker(ctx)
+		p, err := agent.NewPicker(ctx, ns, "demo")
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(p.Stop)
+		// inPool fails a claim that won another pool's sandbox.
+		inPool := func(pool string, claim claimer) claimer {
+			return func(id string) (*Sandbox, error) {
+				sbx, err := claim(id)
+				if err == nil && sbx.SandboxSet != pool {
+					return nil, fmt.Errorf("a claim on %s won %s of %s", pool, sbx.Name, sbx.SandboxSet)
+				}
+				return sbx, err
+			}
+		}
+		var claims []claimer
+		for range 10 {
+			claims = append(claims,
+				inPool("demo", func(id string) (*Sandbox, error) { return shared.Claim(ctx, "demo", id, ClaimOptions{}) }),
+				inPool("other", func(id string) (*Sandbox, error) { return shared.Claim(ctx, "other", id, ClaimOptions{}) }),
+				inPool("demo", func(id string) (*Sandbox, error) { return p.Claim(ctx, id, ClaimOptions{}) }))
+		}
+		Expect(raceClaims(ctx, ns, claims)).To(HaveLen(10))
+	})
+
+	It("says which right an agent without the agent Role lacks, instead of retrying", func(ctx SpecContext) {
+		startCtx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := userClient("stranger").NewNamespacePicker(startCtx, ns)
+		Expect(err).To(MatchError(ErrForbidden))
+		Expect(err.Error()).To(And(
+			MatchRegexp(`^not allowed to (list|watch) pods in namespace %s: `, ns),
+			HaveSuffix("an agent needs the Role in config/rbac/agent_role.yaml"),
+		))
+	})
+})
+
 // pickerState returns the Picker's claimable and taken names, sorted, and
 // checks that its index matches its names.
-func pickerState(p *Picker) (names, taken []string) {
+func pickerState(p *available) (names, taken []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, name := range p.names {
@@ -206,28 +287,33 @@ func pickerState(p *Picker) (names, taken []string) {
 // TestPickerEvents plays the informer to the Picker's handlers, in orders the
 // API server cannot be made to produce on demand.
 func TestPickerEvents(t *testing.T) {
-	p := newPicker(nil, "ns", "demo")
-	p.store = cache.NewStore(cache.MetaNamespaceKeyFunc)
-	pod := func(name string, edit func(*metav1.PartialObjectMetadata)) *metav1.PartialObjectMetadata {
+	np := &NamespacePicker{pools: map[string]*available{}}
+	np.w = newPodWatch(nil, "ns", nil, np.pool)
+	np.w.store = cache.NewStore(cache.MetaNamespaceKeyFunc)
+	p := np.pool("demo")
+	podOf := func(pool, name string, edit func(*metav1.PartialObjectMetadata)) *metav1.PartialObjectMetadata {
 		m := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{
-			agentsv1alpha1.LabelSandboxSet: "demo", agentsv1alpha1.LabelState: string(agentsv1alpha1.StateAvailable)}}}
+			agentsv1alpha1.LabelSandboxSet: pool, agentsv1alpha1.LabelState: string(agentsv1alpha1.StateAvailable)}}}
 		if edit != nil {
 			edit(m)
 		}
 		return m
 	}
+	pod := func(name string, edit func(*metav1.PartialObjectMetadata)) *metav1.PartialObjectMetadata {
+		return podOf("demo", name, edit)
+	}
 	// Like the informer, each event updates the store before the handler.
 	update := func(m *metav1.PartialObjectMetadata) {
-		if err := p.store.Update(m); err != nil {
+		if err := np.w.store.Update(m); err != nil {
 			t.Fatal(err)
 		}
-		p.observe(m)
+		np.w.observe(m)
 	}
-	remove := func(name string, obj any) {
-		if err := p.store.Delete(pod(name, nil)); err != nil {
+	remove := func(m *metav1.PartialObjectMetadata, obj any) {
+		if err := np.w.store.Delete(m); err != nil {
 			t.Fatal(err)
 		}
-		p.forget(obj)
+		np.w.forget(obj)
 	}
 	take := func() string {
 		t.Helper()
@@ -237,7 +323,7 @@ func TestPickerEvents(t *testing.T) {
 		}
 		return name
 	}
-	check := func(step string, wantNames, wantTaken []string) {
+	check := func(step string, p *available, wantNames, wantTaken []string) {
 		t.Helper()
 		names, taken := pickerState(p)
 		if diff := cmp.Diff(wantNames, names); diff != "" {
@@ -250,22 +336,27 @@ func TestPickerEvents(t *testing.T) {
 
 	update(pod("a", nil))
 	update(pod("b", nil))
-	check("listed", []string{"a", "b"}, nil)
+	update(podOf("other", "x", nil))
+	check("listed", p, []string{"a", "b"}, nil)
+	check("another pool's Pod goes to its own set", np.pool("other"), []string{"x"}, nil)
+	remove(podOf("other", "x", nil), cache.DeletedFinalStateUnknown{Key: "ns/x", Obj: podOf("other", "x", nil)})
+	check("a tombstone leaves its own pool's set", np.pool("other"), nil, nil)
+
 	won := take()
 	left := map[string]string{"a": "b", "b": "a"}[won]
-	check("taken", []string{left}, []string{won})
+	check("taken", p, []string{left}, []string{won})
 	update(pod(won, nil))
-	check("an update sent before the claim does not offer it again", []string{left}, []string{won})
-	remove(won, pod(won, nil))
-	check("its Delete ends the tracking", []string{left}, nil)
+	check("an update sent before the claim does not offer it again", p, []string{left}, []string{won})
+	remove(pod(won, nil), pod(won, nil))
+	check("its Delete ends the tracking", p, []string{left}, nil)
 
 	take()
 	p.release(left)
-	check("released while the informer shows it available: back", []string{left}, nil)
+	check("released while the informer shows it available: back", p, []string{left}, nil)
 	take()
-	remove(left, cache.DeletedFinalStateUnknown{Key: "ns/" + left, Obj: pod(left, nil)})
+	remove(pod(left, nil), cache.DeletedFinalStateUnknown{Key: "ns/" + left, Obj: pod(left, nil)})
 	p.release(left)
-	check("released after a relist found it gone: not back", nil, nil)
+	check("released after a relist found it gone: not back", p, nil, nil)
 
 	_, arrived := p.take()
 	update(pod("c", nil))
@@ -276,8 +367,8 @@ func TestPickerEvents(t *testing.T) {
 	}
 	take()
 	update(pod("c", func(m *metav1.PartialObjectMetadata) { m.Labels[agentsv1alpha1.LabelClaimedBy] = "agent-1" }))
-	check("an update showing it claimed ends the tracking", nil, nil)
+	check("an update showing it claimed ends the tracking", p, nil, nil)
 	update(pod("d", nil))
 	update(pod("d", func(m *metav1.PartialObjectMetadata) { m.DeletionTimestamp = &metav1.Time{} }))
-	check("a terminating Pod leaves the set", nil, nil)
+	check("a terminating Pod leaves the set", p, nil, nil)
 }
