@@ -494,8 +494,8 @@ func (r *results) page() reportPage {
 	if x := r.RSS10k; x != nil && len(x.Runs) > 0 {
 		pg.Sections = append(pg.Sections, reportSection{
 			Title: fmt.Sprintf("Manager memory with %d pool Pods, in pools of %d", p.RSSPods, p.RSSPoolSize),
-			Intro: fmt.Sprintf("The pools filled, then %g claims/s for %s spread over them at random through %d claim.Pickers (0: no claims), on a new manager each run.",
-				p.RSSClaimRate, p.Duration, max(p.RSSPickers, (p.RSSPods+p.RSSPoolSize-1)/p.RSSPoolSize)),
+			Intro: fmt.Sprintf("The pools filled, then %g claims/s for %s spread over them at random through %s (0: no claims), on a new manager each run.",
+				p.RSSClaimRate, p.Duration, p.spreadWatches()),
 			Table: runsTable(rssRows, x)})
 	}
 	if sec := r.TraceReplay.traceReportSection(); sec != nil {

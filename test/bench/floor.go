@@ -344,9 +344,45 @@ func (b *bench) managerMemory(ctx context.Context) (managerMemory, error) {
 	return managerMemory{rssMiB: float64(proc.RSSKiB) / 1024, heapMiB: heap / (1 << 20)}, nil
 }
 
+// spreadPickers starts the watches the spread claims go through, which stop
+// when ctx ends, and returns how to claim from a pool through one of them, and
+// how many watches there are.
+func (b *bench) spreadPickers(ctx context.Context, claims *claim.Client, ns string, pools int) (
+	func(ctx context.Context, pool, id string) (*claim.Sandbox, error), int, error) {
+	opts := claim.ClaimOptions{MaxAttempts: maxAttempts}
+	if b.p.RSSWatch == watchNamespace {
+		pickers := make([]*claim.NamespacePicker, b.p.RSSPickers)
+		for i := range pickers {
+			var err error
+			if pickers[i], err = claims.NewNamespacePicker(ctx, ns); err != nil {
+				return nil, 0, fmt.Errorf("starting a claim picker on namespace %s: %w", ns, err)
+			}
+		}
+		return func(ctx context.Context, pool, id string) (*claim.Sandbox, error) {
+			return pickers[rand.IntN(len(pickers))].Claim(ctx, pool, id, opts)
+		}, len(pickers), nil
+	}
+	// Each pool's Pickers; as many watches in all whatever the pools, since
+	// each one makes every Pod write wider.
+	pickers := map[string][]*claim.Picker{}
+	watches := max(pools, b.p.RSSPickers)
+	for i := range watches {
+		pool := fmt.Sprintf("pool-%d", i%pools)
+		picker, err := claims.NewPicker(ctx, ns, pool)
+		if err != nil {
+			return nil, 0, fmt.Errorf("starting a claim picker on %s/%s: %w", ns, pool, err)
+		}
+		pickers[pool] = append(pickers[pool], picker)
+	}
+	return func(ctx context.Context, pool, id string) (*claim.Sandbox, error) {
+		ofPool := pickers[pool]
+		return ofPool[rand.IntN(len(ofPool))].Claim(ctx, id, opts)
+	}, watches, nil
+}
+
 // spreadClaims sends claims at -rss10k-claim-rate for -duration, open loop,
-// each to a pool picked at random, through -rss10k-pickers claim.Pickers
-// as agent gateways would, as a ServiceAccount bound to the agent Role. It
+// each to a pool picked at random, through -rss10k-pickers watches as agent
+// gateways would, as a ServiceAccount bound to the agent Role. It
 // waits first for a quiet machine, so that the claims do not share it with
 // the fill's tail, and reports how busy it was during them. It adds
 // the claims' figures under spread_*, and the manager's CPU per claim won.
@@ -355,24 +391,16 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 	if err != nil {
 		return err
 	}
-	claims := claim.New(agent)
-	// pickers[pool] are the watches of that pool; as many watches in all
-	// whatever the pools, since each one makes every Pod write wider.
-	pickers := make([][]*claim.Picker, pools)
-	for i := range max(pools, b.p.RSSPickers) {
-		pool := i % pools
-		picker, err := claims.NewPicker(ctx, ns, fmt.Sprintf("pool-%d", pool))
-		if err != nil {
-			return fmt.Errorf("starting a claim picker on %s/pool-%d: %w", ns, pool, err)
-		}
-		defer picker.Stop()
-		pickers[pool] = append(pickers[pool], picker)
+	pickCtx, stopPickers := context.WithCancel(ctx)
+	defer stopPickers()
+	claimFrom, watches, err := b.spreadPickers(pickCtx, claim.New(agent), ns, pools)
+	if err != nil {
+		return err
 	}
-	m["spread_pickers"] = float64(max(pools, b.p.RSSPickers))
+	m["spread_pickers"] = float64(watches)
 	claimOne := func(ctx context.Context, id string) claimResult {
 		start := time.Now()
-		ofPool := pickers[rand.IntN(pools)]
-		sbx, err := ofPool[rand.IntN(len(ofPool))].Claim(ctx, id, claim.ClaimOptions{MaxAttempts: maxAttempts})
+		sbx, err := claimFrom(ctx, fmt.Sprintf("pool-%d", rand.IntN(pools)), id)
 		return sandboxClaimResult(id, start, sbx, err)
 	}
 	waited, busy, err := waitQuiet(ctx)

@@ -53,6 +53,9 @@ const (
 
 	claimPicker = "picker" // agents share one watch of their pool (claim.Picker for a SandboxSet)
 	claimList   = "list"   // every try lists the pool (claim.Client.Claim for a SandboxSet)
+
+	watchPool      = "pool"      // -rss10k: a claim.Picker per pool, each a watch of its pool
+	watchNamespace = "namespace" // -rss10k: claim.NamespacePickers, each a watch of every pool
 )
 
 // params are the run's knobs, recorded with its results.
@@ -88,6 +91,7 @@ type params struct {
 	RSSPoolSize           int           `json:"rss10kPoolSize"`
 	RSSClaimRate          float64       `json:"rss10kClaimRatePerSecond"`
 	RSSPickers            int           `json:"rss10kPickers"`
+	RSSWatch              string        `json:"rss10kWatch,omitempty"`
 	Quick                 bool          `json:"quick"`
 	Long                  bool          `json:"long"`
 	Out                   string        `json:"-"`
@@ -135,7 +139,8 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.RSSPods, "rss10k-pods", 10000, "-rss10k: how many pool Pods in all, in pools of at most 1,000")
 	fs.IntVar(&p.RSSPoolSize, "rss10k-pool-size", 1000, "-rss10k: Pods per pool, e.g. 100 for 100 pools of 100, or 5000 with -rss10k-pods 5000 for one pool at the default ceiling")
 	fs.Float64Var(&p.RSSClaimRate, "rss10k-claim-rate", 0, "-rss10k: once all are available, claims per second for -duration, each to a pool picked at random; 0 for none")
-	fs.IntVar(&p.RSSPickers, "rss10k-pickers", 100, "-rss10k: claim.Pickers the claims go through, spread evenly over the pools and at least one a pool; each is a watch of its pool's Pods, as an agent gateway holds. API Priority and Fairness makes every Pod write in a namespace wider for each ten watches of its Pods, so one pool and many compare fairly only with as many")
+	fs.IntVar(&p.RSSPickers, "rss10k-pickers", 100, "-rss10k: watches the claims go through, as agent gateways hold them. With -rss10k-watch pool, claim.Pickers spread evenly over the pools, at least one a pool; with namespace, claim.NamespacePickers. API Priority and Fairness makes every Pod write in a namespace wider for each ten watches of its Pods, so one pool and many compare fairly only with as many")
+	fs.StringVar(&p.RSSWatch, "rss10k-watch", watchPool, "-rss10k: what each of the -rss10k-pickers watches: pool (a claim.Picker of one pool) or namespace (a claim.NamespacePicker of every pool)")
 	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
@@ -204,6 +209,8 @@ func parseFlags(args []string) (params, error) {
 		return p, errors.New("-manager-memory-limit-mib must not be negative")
 	case p.ReadyDelay < 0:
 		return p, errors.New("-ready-delay must not be negative")
+	case p.RSSWatch != watchPool && p.RSSWatch != watchNamespace:
+		return p, fmt.Errorf("-rss10k-watch %q: want %s or %s", p.RSSWatch, watchPool, watchNamespace)
 	case p.RSSPoolSize < 1 || p.RSSClaimRate < 0 || p.RSSPickers < 1:
 		return p, errors.New("-rss10k-pool-size and -rss10k-pickers must be at least 1 and -rss10k-claim-rate not negative")
 	case p.TraceMiss != traceMissCold && p.TraceMiss != traceMissWait:
@@ -214,6 +221,15 @@ func parseFlags(args []string) (params, error) {
 		return p, fmt.Errorf("-traces %q: want a comma-separated list of %s", p.Traces, strings.Join(traceNames, ", "))
 	}
 	return p, nil
+}
+
+// spreadWatches says what the -rss10k claims go through. Runs recorded
+// before -rss10k-watch went through claim.Pickers.
+func (p params) spreadWatches() string {
+	if p.RSSWatch == watchNamespace {
+		return fmt.Sprintf("%d claim.NamespacePickers, each a watch of every pool", p.RSSPickers)
+	}
+	return fmt.Sprintf("%d claim.Pickers, each a watch of its pool", max(p.RSSPickers, (p.RSSPods+p.RSSPoolSize-1)/p.RSSPoolSize))
 }
 
 func logf(format string, args ...any) {

@@ -488,7 +488,7 @@ var rssRows = []row{
 	{key: "ctrl_cpu_s", label: "manager CPU", unit: "s"},
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
 	{key: "spread_claims", label: "claims spread over the pools (-rss10k-claim-rate)", unit: "n"},
-	{key: "spread_pickers", label: "  through claim.Pickers, each a watch of its pool (-rss10k-pickers)", unit: "n"},
+	{key: "spread_pickers", label: "  through watches of the pools (-rss10k-pickers, -rss10k-watch)", unit: "n"},
 	{key: "spread_quiet_wait_s", label: "  wait for a quiet machine before the claims", unit: "s"},
 	{key: "spread_busy_cores", label: "  machine's cores busy during the claims", unit: "cores"},
 	{key: "spread_steal_cores", label: "  cores stolen by the hypervisor during the claims", unit: "cores"},
