@@ -367,7 +367,7 @@ func TestReportTablesScaleRuns(t *testing.T) {
 	out := renderReport(t, r)
 	for _, want := range []string{
 		"<h2>Manager memory with 10000 pool Pods, in pools of 100</h2>",
-		"through 100 claim.Pickers",
+		"through claim.Pickers, each a watch of its pool (100)",
 		"<tr><th>metric</th><th>run 1</th><th>run 2</th><th>run 3</th><th>median (range)</th></tr>",
 		"<tr><td>  claim latency p50 (ms)</td><td>40.0</td><td>130</td><td>60.0</td><td>60.0 (40.0–130)</td></tr>",
 		"<tr><td>  claim latency p99 (ms)</td><td>250</td><td>900</td><td>300</td><td>300 (250–900)</td></tr>",

@@ -139,8 +139,8 @@ func parseFlags(args []string) (params, error) {
 	fs.IntVar(&p.RSSPods, "rss10k-pods", 10000, "-rss10k: how many pool Pods in all, in pools of at most 1,000")
 	fs.IntVar(&p.RSSPoolSize, "rss10k-pool-size", 1000, "-rss10k: Pods per pool, e.g. 100 for 100 pools of 100, or 5000 with -rss10k-pods 5000 for one pool at the default ceiling")
 	fs.Float64Var(&p.RSSClaimRate, "rss10k-claim-rate", 0, "-rss10k: once all are available, claims per second for -duration, each to a pool picked at random; 0 for none")
-	fs.IntVar(&p.RSSPickers, "rss10k-pickers", 100, "-rss10k: watches the claims go through, as agent gateways hold them. With -rss10k-watch pool, claim.Pickers spread evenly over the pools, at least one a pool; with namespace, claim.NamespacePickers. API Priority and Fairness makes every Pod write in a namespace wider for each ten watches of its Pods, so one pool and many compare fairly only with as many")
-	fs.StringVar(&p.RSSWatch, "rss10k-watch", watchPool, "-rss10k: what each of the -rss10k-pickers watches: pool (a claim.Picker of one pool) or namespace (a claim.NamespacePicker of every pool)")
+	fs.IntVar(&p.RSSPickers, "rss10k-pickers", 1, "-rss10k: watches the claims go through, as agent gateways hold them: claim.NamespacePickers, or with -rss10k-watch pool claim.Pickers spread evenly over the pools, at least one a pool. API Priority and Fairness makes every Pod write in a namespace wider for each ten watches of its Pods, so one pool and many compare fairly only through as many")
+	fs.StringVar(&p.RSSWatch, "rss10k-watch", watchNamespace, "-rss10k: what each of the -rss10k-pickers watches: namespace (a claim.NamespacePicker of every pool, as a gateway serving many pools should hold) or pool (a claim.Picker of one pool)")
 	fs.DurationVar(&p.RSSTimeout, "rss10k-timeout", 20*time.Minute, "-rss10k: how long the 10,000 Pods may take to be available")
 	fs.BoolVar(&p.Quick, "quick", false, "development mode: N=20, A=20, 10 claims/s for 5 s, repeat 1")
 	fs.BoolVar(&p.Long, "long", false, "long mode: N=1000")
@@ -227,9 +227,9 @@ func parseFlags(args []string) (params, error) {
 // before -rss10k-watch went through claim.Pickers.
 func (p params) spreadWatches() string {
 	if p.RSSWatch == watchNamespace {
-		return fmt.Sprintf("%d claim.NamespacePickers, each a watch of every pool", p.RSSPickers)
+		return fmt.Sprintf("claim.NamespacePickers, each a watch of every pool (%d)", p.RSSPickers)
 	}
-	return fmt.Sprintf("%d claim.Pickers, each a watch of its pool", max(p.RSSPickers, (p.RSSPods+p.RSSPoolSize-1)/p.RSSPoolSize))
+	return fmt.Sprintf("claim.Pickers, each a watch of its pool (%d)", max(p.RSSPickers, (p.RSSPods+p.RSSPoolSize-1)/p.RSSPoolSize))
 }
 
 func logf(format string, args ...any) {
