@@ -403,12 +403,11 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 		sbx, err := claimFrom(ctx, fmt.Sprintf("pool-%d", rand.IntN(pools)), id)
 		return sandboxClaimResult(id, start, sbx, err)
 	}
-	waited, busy, err := waitQuiet(ctx)
-	if err != nil {
+	quiet := metrics{}
+	if err := b.startQuiet(ctx, quiet); err != nil {
 		return err
 	}
-	logf("rss10k: the machine was quiet (%.2f cores busy) after %s", busy, waited.Round(time.Second))
-	m["spread_quiet_wait_s"], m["spread_busy_cores_before"] = waited.Seconds(), busy
+	m["spread_quiet_wait_s"], m["spread_busy_cores_before"] = quiet["quiet_wait_s"], quiet["busy_cores_before"]
 	// The machine's CPU, and the benchmark's own share of it: its agents and
 	// pickers run on the same cores as the cluster.
 	machine, machineErr := readMachineCPU()

@@ -443,8 +443,19 @@ func tableRows(key string) []row {
 			{key: "created_old_revision", label: "Pods created at the old revision after the change", unit: "n"},
 		}
 	}
+	if key == "burst" || key == "sustained" {
+		rows = append(rows, quietRows...)
+	}
 	rows = append(rows, correctnessRows...)
 	return append(rows, costRows...)
+}
+
+// quietRows are how busy the machine was around a run started on a quiet
+// one (scenario.quiet).
+var quietRows = []row{
+	{key: "quiet_wait_s", label: "wait for a quiet machine before the run", unit: "s"},
+	{key: "busy_cores", label: "machine's cores busy during the run", unit: "cores"},
+	{key: "steal_cores", label: "cores stolen by the hypervisor during the run", unit: "cores"},
 }
 
 var floorRows = []row{

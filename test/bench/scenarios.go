@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +48,9 @@ type scenario struct {
 	only, skipNote string
 	// charted keeps each run's available count over time for the report.
 	charted bool
+	// quiet starts each run on a quiet machine, not beside the tail of the
+	// fill before it, and reports how busy the machine was during it.
+	quiet   bool
 	prepare func(ctx context.Context, sys system) error
 	// measure may fill tr with what the report charts besides availability.
 	measure func(ctx context.Context, sys system, rep int, note func(string, ...any), tr *trace) (metrics, error)
@@ -92,10 +96,20 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) error {
 				runs.addError(fmt.Errorf("run %d: preparing: %w", rep+1, err))
 				continue
 			}
+			busy := metrics{}
+			if sc.quiet {
+				if err := b.startQuiet(ctx, busy); err != nil {
+					return err
+				}
+			}
+			machine, machineErr := readMachineCPU()
 			cost, self := startCost(b.pids), startSelfMeter(ctx, b.cs, b.cl.managerMetrics, sys.namespace())
 			tr := &trace{Run: rep + 1}
 			start := time.Now()
 			m, err := sc.measure(ctx, sys, rep, note, tr)
+			if after, afterErr := readMachineCPU(); sc.quiet && machineErr == nil && afterErr == nil {
+				busy["busy_cores"], busy["steal_cores"] = after.cores(machine)
+			}
 			if sc.charted {
 				tr.Available = newAvailableSeries(sys.tracker().availableBetween(start, time.Now()), start)
 			}
@@ -105,6 +119,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) error {
 			if m == nil {
 				m = metrics{}
 			}
+			maps.Copy(m, busy)
 			cost.stop(m)
 			self.stop(ctx, m)
 			controllerCost(m, sys.controller())
@@ -117,6 +132,18 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) error {
 			}
 		}
 	}
+	return nil
+}
+
+// startQuiet waits for a quiet machine before a run, and adds how long it
+// waited and how busy the machine was then to m.
+func (b *bench) startQuiet(ctx context.Context, m metrics) error {
+	waited, busy, err := waitQuiet(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for a quiet machine: %w", err)
+	}
+	logf("the machine was quiet (%.2f cores busy) after %s", busy, waited.Round(time.Second))
+	m["quiet_wait_s"], m["busy_cores_before"] = waited.Seconds(), busy
 	return nil
 }
 
@@ -183,9 +210,9 @@ func (b *bench) scenarios() []scenario {
 			prepare: b.ensureEmpty, measure: b.scaleUp},
 		{key: "patch", title: "A claim's parts, serial: the list, a write, the claim's write (what the webhook adds)",
 			prepare: b.ensureFull, measure: b.patchSerial},
-		{key: "burst", title: "Burst: N claims at once by A agents on a full pool", charted: true,
+		{key: "burst", title: "Burst: N claims at once by A agents on a full pool", charted: true, quiet: true,
 			prepare: b.ensureFull, measure: b.burst},
-		{key: "sustained", title: "Sustained: open-loop claims at R/s for T", charted: true,
+		{key: "sustained", title: "Sustained: open-loop claims at R/s for T", charted: true, quiet: true,
 			prepare: b.ensureFull, measure: b.sustained},
 		{key: "template", title: "Template change under a steady claim load",
 			only: sysSandboxSet, prepare: b.ensureFull, measure: b.templateChange,
