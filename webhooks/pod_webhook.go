@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -24,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	sigsjson "sigs.k8s.io/json"
 
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
@@ -77,13 +75,7 @@ var _ admission.Handler = &PodWebhook{}
 // than half of the webhook's time and a fifth of the manager's CPU.
 func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
-	var err error
-	if req.Operation == admissionv1.Update {
-		pod, err = decodePodHead(req.Object)
-	} else {
-		err = w.decoder.Decode(req, pod)
-	}
-	if err != nil {
+	if err := w.decoder.Decode(req, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	// Default never touches the managed fields: leave them out of the copy.
@@ -103,42 +95,6 @@ func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admissio
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
 	return admission.Patched("", patch...)
-}
-
-// podHead is what judging an update reads of a Pod: its metadata and its
-// phase and conditions. A claim's review carries the Pod twice, and its
-// spec, container statuses and managed fields are most of its size: left
-// out, each claim decodes a fraction of it.
-type podHead struct {
-	Metadata struct {
-		metav1.ObjectMeta
-		ManagedFields skipped `json:"managedFields,omitempty"` // shadows ObjectMeta's
-	} `json:"metadata"`
-	Status struct {
-		Phase      corev1.PodPhase       `json:"phase,omitempty"`
-		Conditions []corev1.PodCondition `json:"conditions,omitempty"`
-	} `json:"status"`
-}
-
-// skipped is a JSON value read past, not decoded.
-type skipped struct{}
-
-func (*skipped) UnmarshalJSON([]byte) error { return nil }
-
-// decodePodHead decodes the podHead of a Pod the API server sent, with the
-// case-sensitive decoder the API machinery uses, into a Pod.
-func decodePodHead(raw runtime.RawExtension) (*corev1.Pod, error) {
-	if len(raw.Raw) == 0 {
-		return nil, errors.New("there is no object to decode")
-	}
-	var head podHead
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw.Raw, &head); err != nil {
-		return nil, fmt.Errorf("decoding the Pod: %w", err)
-	}
-	return &corev1.Pod{
-		ObjectMeta: head.Metadata.ObjectMeta,
-		Status:     corev1.PodStatus{Phase: head.Status.Phase, Conditions: head.Status.Conditions},
-	}, nil
 }
 
 // metadataPatch is the JSON patch that turns a Pod's metadata before into
@@ -184,13 +140,13 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 		}
 		return err
 	case admissionv1.Update:
-		oldPod, err := decodePodHead(req.OldObject)
-		if err != nil {
+		oldPod := &corev1.Pod{}
+		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
 			return apierrors.NewBadRequest(fmt.Sprintf("decoding the Pod being updated: %v", err))
 		}
 		claiming := pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" &&
 			pod.Labels[agentsv1alpha1.LabelClaimedBy] != oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
-		err = w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager, isDryRun(req))
+		err := w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager, isDryRun(req))
 		if claiming {
 			countClaim(pod, "warm", err)
 		}
