@@ -17,6 +17,10 @@ import (
 // creations as creating Pods and pending deletions as gone, instead of
 // waiting for the cache, so a lagging cache neither over-creates nor stalls.
 //
+// Relabels are tracked by the resourceVersion the patch was made from: a
+// pass that follows before the cache shows the relabel would otherwise
+// send it again, to conflict, while the refill's writes are what it lacks.
+//
 // Creations are tracked by the Pod names the controller picks itself. An
 // entry the cache never confirms (a Pod deleted before the informer saw it,
 // a request that failed ambiguously) expires after ttl, so nothing stalls
@@ -36,11 +40,19 @@ type expectations struct {
 type pending struct {
 	creates map[string]time.Time
 	deletes map[types.UID]time.Time
+	// relabels are Pods whose state label this manager has patched, or
+	// found changed since, with the version its cache had then.
+	relabels map[types.UID]relabel
 	// refusal is the API server's last refusal of a creation, and retryAt
 	// the earliest time the pool may try again, with one probe. Kept here,
 	// not read back from the status in a cache that may lag.
 	refusal error
 	retryAt time.Time
+}
+
+type relabel struct {
+	from string
+	at   time.Time
 }
 
 func newExpectations(ttl, firstRetry, maxRetry time.Duration) *expectations {
@@ -55,7 +67,7 @@ func newExpectations(ttl, firstRetry, maxRetry time.Duration) *expectations {
 func (e *expectations) pool(key types.NamespacedName) *pending {
 	p, ok := e.pools[key]
 	if !ok {
-		p = &pending{creates: map[string]time.Time{}, deletes: map[types.UID]time.Time{}}
+		p = &pending{creates: map[string]time.Time{}, deletes: map[types.UID]time.Time{}, relabels: map[types.UID]relabel{}}
 		e.pools[key] = p
 	}
 	return p
@@ -90,6 +102,32 @@ func (e *expectations) deletionFailed(key types.NamespacedName, uid types.UID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.pool(key).deletes, uid)
+}
+
+// relabelSent records that pod, as cached, needs no relabel patch again:
+// one was applied, or refused because the Pod has changed since.
+func (e *expectations) relabelSent(key types.NamespacedName, pod *corev1.Pod) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pool(key).relabels[pod.UID] = relabel{from: pod.ResourceVersion, at: e.now()}
+}
+
+// withoutRelabelled drops the Pods already relabelled from the version the
+// cache still shows.
+func (e *expectations) withoutRelabelled(key types.NamespacedName, pods []*corev1.Pod) []*corev1.Pod {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.pools[key]
+	if !ok || len(p.relabels) == 0 {
+		return pods
+	}
+	var out []*corev1.Pod
+	for _, pod := range pods {
+		if r, sent := p.relabels[pod.UID]; !sent || r.from != pod.ResourceVersion {
+			out = append(out, pod)
+		}
+	}
+	return out
 }
 
 // creationsDone records how the last creation pass ended. A refusal doubles
@@ -132,13 +170,16 @@ func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (
 	}
 	// One scan of the pool against the few expectations, rather than sets
 	// of the whole pool on every pass: most passes expect nothing.
-	var stillCached sets.Set[types.UID]
-	if len(p.creates) > 0 || len(p.deletes) > 0 {
-		stillCached = sets.New[types.UID]()
+	var stillCached, unseenRelabels sets.Set[types.UID]
+	if len(p.creates) > 0 || len(p.deletes) > 0 || len(p.relabels) > 0 {
+		stillCached, unseenRelabels = sets.New[types.UID](), sets.New[types.UID]()
 		for _, pod := range cached {
 			delete(p.creates, pod.Name) // confirmed
 			if _, deleting := p.deletes[pod.UID]; deleting {
 				stillCached.Insert(pod.UID)
+			}
+			if r, ok := p.relabels[pod.UID]; ok && r.from == pod.ResourceVersion {
+				unseenRelabels.Insert(pod.UID)
 			}
 		}
 	}
@@ -156,6 +197,15 @@ func (e *expectations) observe(key types.NamespacedName, cached []*corev1.Pod) (
 		case at.Before(expired):
 			expiredCount++
 			delete(p.deletes, uid)
+		}
+	}
+	for uid, r := range p.relabels {
+		switch {
+		case !unseenRelabels.Has(uid):
+			delete(p.relabels, uid) // the cache has moved on, or the Pod is gone
+		case r.at.Before(expired):
+			expiredCount++
+			delete(p.relabels, uid)
 		}
 	}
 	return sets.KeySet(p.creates), sets.KeySet(p.deletes), expiredCount

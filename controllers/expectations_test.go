@@ -83,6 +83,47 @@ func TestExpectations(t *testing.T) {
 	backoff("a SandboxSet made again under the same name starts over", time.Second, refused)
 }
 
+// A relabel is not sent again while the cache shows the Pod as it was
+// when it was sent, and only then.
+func TestRelabelExpectations(t *testing.T) {
+	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
+	now := time.Unix(1_000_000, 0)
+	e := newExpectations(time.Minute, time.Second, 4*time.Second)
+	e.now = func() time.Time { return now }
+	pod := func(name, version string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name), ResourceVersion: version}}
+	}
+	names := func(pods []*corev1.Pod) []string {
+		var out []string
+		for _, p := range pods {
+			out = append(out, p.Name)
+		}
+		return out
+	}
+	check := func(step string, cached []*corev1.Pod, want []string, wantExpired int) {
+		t.Helper()
+		if _, _, expired := e.observe(key, cached); expired != wantExpired {
+			t.Errorf("%s: %d expired, want %d", step, expired, wantExpired)
+		}
+		if diff := cmp.Diff(want, names(e.withoutRelabelled(key, cached))); diff != "" {
+			t.Errorf("%s: Pods to relabel (-want +got):\n%s", step, diff)
+		}
+	}
+
+	check("nothing sent", []*corev1.Pod{pod("a", "1"), pod("b", "1")}, []string{"a", "b"}, 0)
+	e.relabelSent(key, pod("a", "1"))
+	e.relabelSent(key, pod("b", "1"))
+	check("sent, the cache not there yet", []*corev1.Pod{pod("a", "1"), pod("b", "1")}, nil, 0)
+	check("the cache has a's new version", []*corev1.Pod{pod("a", "2"), pod("b", "1")}, []string{"a"}, 0)
+	check("once the cache has moved on, the Pod is no longer tracked, whatever its version",
+		[]*corev1.Pod{pod("a", "1"), pod("b", "1")}, []string{"a"}, 0)
+	now = now.Add(2 * time.Minute)
+	check("an unconfirmed relabel expires instead of stalling the Pod, and is counted", []*corev1.Pod{pod("b", "1")}, []string{"b"}, 1)
+	e.relabelSent(key, pod("c", "1"))
+	check("a Pod gone from the cache is forgotten", nil, nil, 0)
+	check("… and not relabelled when it is back", []*corev1.Pod{pod("c", "1")}, []string{"c"}, 0)
+}
+
 func TestRefillClock(t *testing.T) {
 	key := types.NamespacedName{Namespace: "ns", Name: "demo"}
 	c := newRefillClock()

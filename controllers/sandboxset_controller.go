@@ -147,7 +147,8 @@ func (r *SandboxSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	// neither depends on the other. Deletions go last, so the pool never
 	// dips below what the budget allows.
 	relabelled := make(chan error, 1)
-	go func() { relabelled <- r.relabelPods(ctx, todo.relabel) }()
+	todo.relabel = r.expectations.withoutRelabelled(req.NamespacedName, todo.relabel)
+	go func() { relabelled <- r.relabelPods(ctx, req.NamespacedName, todo.relabel) }()
 	created, createErr := r.createPods(ctx, sbs, revision, todo.create, started)
 	errs = append(errs, <-relabelled)
 	if todo.create > 0 {
@@ -351,13 +352,16 @@ func (r *SandboxSetReconciler) deletePods(ctx context.Context, sbs *agentsv1alph
 // relabelPods moves Pods' state label between creating and available to
 // follow readiness. The optimistic lock makes the patch fail, rather than
 // overwrite, if an agent claimed the Pod since the cache saw it.
-func (r *SandboxSetReconciler) relabelPods(ctx context.Context, pods []*corev1.Pod) error {
+func (r *SandboxSetReconciler) relabelPods(ctx context.Context, key types.NamespacedName, pods []*corev1.Pod) error {
 	errs := r.parallelErrors(ctx, len(pods), func(ctx context.Context, i int) error {
 		pod := pods[i]
 		patched := pod.DeepCopy()
 		patched.Labels[agentsv1alpha1.LabelState] = string(readinessState(pod))
 		err := r.Patch(ctx, patched, client.MergeFromWithOptions(pod, client.MergeFromWithOptimisticLock{}))
 		podOperations.WithLabelValues("relabel", resultOf(err)).Inc()
+		if err == nil || apierrors.IsConflict(err) {
+			r.expectations.relabelSent(key, pod)
+		}
 		if apierrors.IsConflict(err) {
 			ctrl.LoggerFrom(ctx).V(2).Info("Pod changed before its relabel; deciding again", "pod", pod.Name, "resourceVersion", pod.ResourceVersion)
 		}
