@@ -55,9 +55,11 @@ func (p *Picker) Stop() { p.w.Stop() }
 // watch. API Priority and Fairness makes each Pod write in a namespace
 // wider by a seat for every ten watches of its Pods, so a process that
 // claims from many pools should hold one NamespacePicker, not a Picker per
-// pool: the controller's refill then keeps its pace however many pools the
+// pool: the controller's writes then cost the same however many pools the
 // process serves. It receives every pool's events, so a process that claims
-// from one pool of a busy namespace is better served by a Picker.
+// from one pool of a busy namespace is better served by a Picker. It keeps
+// a set for every pool name it is asked for, so that a Claim can wait for
+// a pool's first sandbox.
 type NamespacePicker struct {
 	w *podWatch
 
