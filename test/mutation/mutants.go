@@ -37,6 +37,7 @@ var mutants = []mutant{
 	{"controllers/status.go", "\t\t\tstatus.AvailableReplicas++", "\t\t\tstatus.AvailableReplicas += 2", "availableReplicas counts double"},
 	{"controllers/status_writes.go", "\treturn !ok || last == resourceVersion", "\treturn !ok || last != \"\"", "a status equal to a stale cached copy is not written"},
 	{"controllers/cache.go", "\tmeta.Annotations = operatorKeys(pod.Annotations)", "\tmeta.Annotations = pod.Annotations", "the cache keeps agents' annotations"},
+	{"controllers/expectations.go", "\t\tif r, sent := p.relabels[pod.UID]; !sent || r.from != pod.ResourceVersion {", "\t\tif true {", "a relabel is sent again while the cache lags it"},
 
 	// The claim package (its suite).
 	{"api/claim/claim.go", "\t\t{\"op\": \"test\", \"path\": statePointer, \"value\": string(agentsv1alpha1.StateAvailable)},\n", "\n", "a claim is sent without its precondition"},
@@ -44,4 +45,5 @@ var mutants = []mutant{
 	{"api/claim/claim.go", "\t\tif a.claims == a.opts.MaxAttempts {", "\t\tif a.claims == a.opts.MaxAttempts+1 {", "one claim more than MaxAttempts is sent"},
 	{"api/claim/pools.go", "\tcase !agentsv1alpha1.IsClaimed(pod):", "\tcase false:", "Release deletes warm sandboxes"},
 	{"api/claim/claim.go", "\tif shutdown := a.shutdownTime(); shutdown != \"\" {\n\t\t// Every pool Pod", "\tif shutdown := a.shutdownTime(); false {\n\t\t// Every pool Pod", "a claim's TTL is not sent"},
+	{"api/claim/picker.go", "\t\tw.poolSet(m.Labels[agentsv1alpha1.LabelSandboxSet]).forget(name.Name)", "\t\tw.poolSet(m.Labels[agentsv1alpha1.LabelSandboxSet]).forget(name.Namespace)", "a Picker keeps offering a sandbox that left its pool"},
 }
