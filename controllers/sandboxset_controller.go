@@ -42,11 +42,13 @@ type Options struct {
 	// ExpectationTTL is how long a creation or deletion may go unseen in the
 	// cache before the controller stops counting on it.
 	ExpectationTTL time.Duration
-	// StatusInterval is the least time between two status writes of a pool
-	// that only move its counts: under a stream of claims, a write per
-	// claim would cost the API server as much as the claims. Changes of a
-	// condition, the generation or the revision are written at once. 0
-	// writes every change.
+	// StatusInterval is how long a change of a pool's status that claims
+	// and refills make (its counts, and Ready's flip while it refills)
+	// waits to be written, and the least time between two such writes:
+	// under a stream of claims, a write per claim would cost the API
+	// server as much as the claims, and a refill that ends within it is
+	// never written. Other changes of a condition, the generation or the
+	// revision are written at once. 0 writes every change.
 	StatusInterval time.Duration
 	// BlockedCIDRs are the addresses a pool's NetworkPolicy keeps sandboxes
 	// from, beside other Pods and the API server (DefaultBlockedCIDRs).
@@ -447,8 +449,9 @@ func (r *SandboxSetReconciler) adoptOrphans(ctx context.Context, sbs *agentsv1al
 }
 
 // updateStatus records the pool's metrics and writes the status if it
-// changed. A change of counts alone waits until StatusInterval after the
-// pool's last status write; it then returns how long is left.
+// changed. A change that claims and refills make (sameStory) waits until
+// StatusInterval after the pool's last status write and after the pass
+// that first saw it; it then returns how long is left.
 func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1alpha1.SandboxSet, status agentsv1alpha1.SandboxSetStatus) (time.Duration, error) {
 	r.recordPoolMetrics(sbs, status)
 	key := client.ObjectKeyFromObject(sbs)
@@ -456,6 +459,7 @@ func (r *SandboxSetReconciler) updateStatus(ctx context.Context, sbs *agentsv1al
 	// it does, its status says nothing about what is stored: write anyway.
 	seen := r.statusWrites.seen(key, sbs.ResourceVersion)
 	if seen && equality.Semantic.DeepEqual(sbs.Status, status) {
+		r.statusWrites.unmoved(key)
 		return 0, nil
 	}
 	// Pacing compares with what this manager last wrote while the cache

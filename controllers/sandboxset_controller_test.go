@@ -421,6 +421,49 @@ var _ = Describe("Short expectations", Serial, func() {
 	})
 })
 
+var _ = Describe("A long status interval", Serial, func() {
+	It("never writes a claim refilled within it, and writes one that is not once it has passed", func(ctx SpecContext) {
+		const statusInterval = 8 * time.Second
+		stopManager()
+		stopManager = startManager(func(o *Options) { o.StatusInterval = statusInterval })
+		DeferCleanup(func() {
+			stopManager()
+			stopManager = startManager()
+		})
+		ns := newNamespace(ctx)
+		sbs := newSandboxSet(ns, "demo", 2)
+		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())
+		makeReadyWhenCreated(ctx, sbs, 2)
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReady, metav1.ConditionTrue, agentsv1alpha1.ReasonPoolReady,
+			"all 2 sandboxes are available", statusInterval+timeout, interval)
+		stored := &agentsv1alpha1.SandboxSet{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), stored)).To(Succeed())
+		resourceVersion := func(g Gomega) string {
+			got := &agentsv1alpha1.SandboxSet{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(sbs), got)).To(Succeed())
+			return got.ResourceVersion
+		}
+		By("holding a full pool unwritten for an interval, so that the next write waits on the claim, not on the last write")
+		Consistently(resourceVersion, statusInterval, interval).Should(Equal(stored.ResourceVersion))
+
+		By("claiming a sandbox and making its replacement Ready within the interval")
+		claimedAt := time.Now()
+		claimPod(ctx, &podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0], "agent-1")
+		makeReadyWhenCreated(ctx, sbs, 1)
+		Expect(time.Since(claimedAt)).To(BeNumerically("<", statusInterval*3/4), "the refill must end well within the interval for this spec")
+		Consistently(resourceVersion, time.Until(claimedAt.Add(statusInterval+2*time.Second)), interval).Should(Equal(stored.ResourceVersion),
+			"neither the claim nor its refill written")
+
+		By("claiming another and leaving its replacement creating: written once the interval has passed")
+		claimedAt = time.Now()
+		claimPod(ctx, &podsOf(ctx, Default, sbs, agentsv1alpha1.StateAvailable)[0], "agent-2")
+		Consistently(resourceVersion, statusInterval-time.Second, interval).Should(Equal(stored.ResourceVersion), "not before the interval")
+		poolcheck.ExpectCondition(ctx, k8sClient, sbs, agentsv1alpha1.ConditionReady, metav1.ConditionFalse, agentsv1alpha1.ReasonSandboxesCreating,
+			"1 of 2 sandboxes are available", timeout, interval)
+		GinkgoWriter.Printf("the claim's status written %s after it\n", time.Since(claimedAt).Round(time.Millisecond))
+	})
+})
+
 var _ = Describe("A manager restart", Serial, func() {
 	It("finishes a refill it was stopped in the middle of, without over-creation", func(ctx SpecContext) {
 		ns := newNamespace(ctx)

@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -187,21 +188,18 @@ func scheduledMessage(pod *corev1.Pod) string {
 	return "no node fits it"
 }
 
-// sameStory says whether two statuses differ at most in what changes with
-// every claim: the counts, the conditions' messages (which quote them) and
-// the autoscaler's rate figures. Readers act on the rest (a condition's
-// status or reason, the generation, the revision, the autoscaler's
-// decision), which is written at once.
+// sameStory says whether two statuses differ at most in what every claim
+// and its refill change: the counts, the conditions' messages (which quote
+// them), the autoscaler's rate figures, and Ready's flip between
+// SandboxesCreating and PoolReady with the Reconciling condition that
+// follows it. These wait for the status interval, so a pool that refills
+// within it never shows the flip. Readers act on the rest (a rollout, a
+// refusal, a sandbox no node fits, the generation, the revision, the
+// autoscaler's decision), which is written at once.
 func sameStory(old, updated agentsv1alpha1.SandboxSetStatus) bool {
 	if old.ObservedGeneration != updated.ObservedGeneration || old.UpdateRevision != updated.UpdateRevision ||
-		old.Selector != updated.Selector || len(old.Conditions) != len(updated.Conditions) {
+		old.Selector != updated.Selector || !maps.Equal(conditionStory(old.Conditions), conditionStory(updated.Conditions)) {
 		return false
-	}
-	for _, c := range updated.Conditions {
-		o := meta.FindStatusCondition(old.Conditions, c.Type)
-		if o == nil || o.Status != c.Status || o.Reason != c.Reason || o.ObservedGeneration != c.ObservedGeneration {
-			return false
-		}
 	}
 	switch a, b := old.Autoscaling, updated.Autoscaling; {
 	case a == nil || b == nil:
@@ -209,4 +207,29 @@ func sameStory(old, updated agentsv1alpha1.SandboxSetStatus) bool {
 	default:
 		return a.DesiredReplicas == b.DesiredReplicas && a.Reason == b.Reason && a.LastScaleTime.Equal(b.LastScaleTime)
 	}
+}
+
+// conditionState is what a reader acts on in a condition.
+type conditionState struct {
+	status     metav1.ConditionStatus
+	reason     string
+	generation int64
+}
+
+// conditionStory is the state of each condition, with Ready's refill flip
+// folded into one state and the Reconciling condition that follows it left
+// out.
+func conditionStory(conditions []metav1.Condition) map[string]conditionState {
+	story := make(map[string]conditionState, len(conditions))
+	for _, c := range conditions {
+		state := conditionState{c.Status, c.Reason, c.ObservedGeneration}
+		switch {
+		case c.Type == agentsv1alpha1.ConditionReconciling && c.Reason == agentsv1alpha1.ReasonSandboxesCreating:
+			continue
+		case c.Type == agentsv1alpha1.ConditionReady && (c.Reason == agentsv1alpha1.ReasonSandboxesCreating || c.Reason == agentsv1alpha1.ReasonPoolReady):
+			state.status, state.reason = "", "refill"
+		}
+		story[c.Type] = state
+	}
+	return story
 }

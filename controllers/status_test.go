@@ -295,6 +295,9 @@ func TestSameStory(t *testing.T) {
 			Conditions: []metav1.Condition{{
 				Type: agentsv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonSandboxesCreating,
 				Message: fmt.Sprintf("%d of 10 sandboxes are available", available), ObservedGeneration: 2,
+			}, {
+				Type: agentsv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonSandboxesCreating,
+				Message: fmt.Sprintf("SandboxesCreating: %d of 10 sandboxes are available", available), ObservedGeneration: 2,
 			}},
 			Autoscaling: &agentsv1alpha1.AutoscalingStatus{DesiredReplicas: 10, ArrivalRate: "2", Reason: sizing.ReasonDemand},
 		}
@@ -307,10 +310,18 @@ func TestSameStory(t *testing.T) {
 		{"nothing", func(*agentsv1alpha1.SandboxSetStatus) {}, true},
 		{"the counts and the message that quotes them", func(s *agentsv1alpha1.SandboxSetStatus) { *s = creating(7) }, true},
 		{"the autoscaler's rate", func(s *agentsv1alpha1.SandboxSetStatus) { s.Autoscaling.ArrivalRate = "3.5" }, true},
-		{"a condition's status", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].Status = metav1.ConditionTrue }, false},
-		{"a condition's reason", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].Reason = agentsv1alpha1.ReasonRollingUpdate }, false},
-		{"a new condition", func(s *agentsv1alpha1.SandboxSetStatus) {
-			s.Conditions = append(s.Conditions, metav1.Condition{Type: agentsv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue})
+		{"Ready refilled, and Reconciling gone", func(s *agentsv1alpha1.SandboxSetStatus) {
+			s.Conditions[0].Status, s.Conditions[0].Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPoolReady
+			s.Conditions = s.Conditions[:1]
+		}, true},
+		{"Ready's generation", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].ObservedGeneration = 3 }, false},
+		{"Ready rolling out", func(s *agentsv1alpha1.SandboxSetStatus) { s.Conditions[0].Reason = agentsv1alpha1.ReasonRollingUpdate }, false},
+		{"Ready unschedulable", func(s *agentsv1alpha1.SandboxSetStatus) {
+			s.Conditions[0].Reason = agentsv1alpha1.ReasonUnschedulable
+			s.Conditions[1] = metav1.Condition{Type: agentsv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonUnschedulable}
+		}, false},
+		{"a refusal", func(s *agentsv1alpha1.SandboxSetStatus) {
+			s.Conditions = append(s.Conditions, metav1.Condition{Type: agentsv1alpha1.ConditionReplicaFailure, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaExceeded})
 		}, false},
 		{"the generation", func(s *agentsv1alpha1.SandboxSetStatus) { s.ObservedGeneration = 3 }, false},
 		{"the revision", func(s *agentsv1alpha1.SandboxSetStatus) { s.UpdateRevision = "r2" }, false},

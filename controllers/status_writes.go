@@ -11,7 +11,8 @@ import (
 
 // statusWrites remembers, for each SandboxSet, the resourceVersion and time
 // of this manager's last status write, so that a reconcile knows whether
-// its cached copy shows that write yet, and when the next may go out.
+// its cached copy shows that write yet, and when the next may go out; and
+// since when the pool's status has differed from it.
 type statusWrites struct {
 	mu   sync.Mutex
 	last map[types.NamespacedName]statusWrite
@@ -21,6 +22,9 @@ type statusWrite struct {
 	resourceVersion string
 	at              time.Time
 	status          agentsv1alpha1.SandboxSetStatus
+	// movedAt is when a pass first found the status moved from this write,
+	// zero while it has not or has come back.
+	movedAt time.Time
 }
 
 func newStatusWrites() *statusWrites {
@@ -52,8 +56,11 @@ func (w *statusWrites) lastWritten(key types.NamespacedName) (agentsv1alpha1.San
 	return last.status, ok
 }
 
-// holdOff is how long a write at now must wait to come interval after the
-// last one: 0 if it need not.
+// holdOff records that the status has moved from the last write at now,
+// unless it moved earlier, and says how long a write must wait to come
+// interval after both: 0 if it need not. Waiting after the move, not only
+// after the write, lets a change that undoes itself within interval, a
+// claim and its refill, go unwritten.
 func (w *statusWrites) holdOff(key types.NamespacedName, now time.Time, interval time.Duration) time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -61,7 +68,25 @@ func (w *statusWrites) holdOff(key types.NamespacedName, now time.Time, interval
 	if !ok {
 		return 0
 	}
-	return max(0, last.at.Add(interval).Sub(now))
+	if last.movedAt.IsZero() {
+		last.movedAt = now
+		w.last[key] = last
+	}
+	due := last.at
+	if last.movedAt.After(due) {
+		due = last.movedAt
+	}
+	return max(0, due.Add(interval).Sub(now))
+}
+
+// unmoved records that the status is back to the last write.
+func (w *statusWrites) unmoved(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if last, ok := w.last[key]; ok {
+		last.movedAt = time.Time{}
+		w.last[key] = last
+	}
 }
 
 func (w *statusWrites) forget(key types.NamespacedName) {

@@ -30,13 +30,31 @@ func TestStatusWrites(t *testing.T) {
 		t.Error("only a cached copy at the write's resourceVersion shows it")
 	}
 	for _, tc := range []struct {
-		after, want time.Duration
-	}{{0, time.Second}, {300 * time.Millisecond, 700 * time.Millisecond}, {time.Second, 0}, {time.Minute, 0}} {
-		if got := w.holdOff(key, t0.Add(tc.after), time.Second); got != tc.want {
-			t.Errorf("%s after the write: holdOff = %s, want %s", tc.after, got, tc.want)
+		name       string
+		moved, now time.Duration // after the write
+		want       time.Duration
+	}{
+		{"moved at the write", 0, 300 * time.Millisecond, 700 * time.Millisecond},
+		{"moved soon after it", 300 * time.Millisecond, 500 * time.Millisecond, 800 * time.Millisecond},
+		{"moved long after it", time.Minute, time.Minute, time.Second},
+		{"moved long after it, a second ago", time.Minute, time.Minute + time.Second, 0},
+	} {
+		w.unmoved(key)
+		w.holdOff(key, t0.Add(tc.moved), time.Second)
+		if got := w.holdOff(key, t0.Add(tc.now), time.Second); got != tc.want {
+			t.Errorf("%s: holdOff = %s, want %s", tc.name, got, tc.want)
 		}
 	}
-	if got := w.holdOff(key, t0, 0); got != 0 {
+	w.holdOff(key, t0.Add(time.Minute), time.Second)
+	w.unmoved(key)
+	if got := w.holdOff(key, t0.Add(2*time.Minute), time.Second); got != time.Second {
+		t.Errorf("a status that came back and moved again waits from its new move: holdOff = %s, want 1s", got)
+	}
+	w.wrote(key, "8", t0.Add(3*time.Minute), &status)
+	if got := w.holdOff(key, t0.Add(3*time.Minute+time.Second), time.Second); got != time.Second {
+		t.Errorf("a write starts over: a move a second after it waits a second, got %s", got)
+	}
+	if got := w.holdOff(key, t0.Add(3*time.Minute+time.Second), 0); got != 0 {
 		t.Errorf("an interval of 0 holds nothing off, got %s", got)
 	}
 	w.forget(key)

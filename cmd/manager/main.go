@@ -85,7 +85,7 @@ func main() {
 	flag.IntVar(&o.controller.Workers, "sandboxset-workers", 8, "How many SandboxSets reconcile in parallel.")
 	flag.IntVar(&o.controller.PodWriteParallelism, "pod-write-parallelism", 64, "How many Pod creations, deletions and label patches the controller has in flight at once, shared by all SandboxSets.")
 	flag.DurationVar(&o.controller.ExpectationTTL, "expectation-ttl", 2*time.Minute, "How long a Pod creation or deletion may go unseen in the cache before the controller stops counting on it.")
-	flag.DurationVar(&o.controller.StatusInterval, "status-interval", time.Second, "The least time between two status writes of a SandboxSet that only move its counts; changes of a condition, the generation or the revision are written at once. 0 writes every change.")
+	flag.DurationVar(&o.controller.StatusInterval, "status-interval", time.Second, "How long a change of a SandboxSet's status that claims and refills make (its counts, and Ready's flip while it refills) waits to be written, and the least time between two such writes; other changes are written at once. 0 writes every change.")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the admission webhooks are served on.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the admission webhooks bind to; empty means all addresses.")
 	flag.StringVar(&o.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook serving certificate (tls.crt, tls.key), reloaded when it changes.")
