@@ -510,6 +510,8 @@ var rssRows = []row{
 	{key: "spread_ctrl_cpu_ms_per_claim", label: "  manager CPU per claim won", unit: "ms"},
 	{key: "spread_apiserver_cpu_ms_per_claim", label: "  kube-apiserver CPU per claim won", unit: "ms"},
 	{key: "spread_pool_writes_per_claim", label: "  pool-level writes per claim won (status, spec, the pool's events)", unit: "x"},
+	{key: "spread_write_pool_status_per_claim", label: "    pool status writes", unit: "x"},
+	{key: "spread_pool_events_per_claim", label: "    events about the pools", unit: "x"},
 	{key: "spread_api_writes_per_claim", label: "  API writes per claim won, all", unit: "x"},
 	{key: "spread_adm_plugin_MutatingAdmissionWebhook_ms_per_claim", label: "  mutating webhooks per claim won", unit: "ms"},
 	{key: "spread_replacement_mean_ms", label: "  claim → replacement created, mean", unit: "ms"},
