@@ -35,7 +35,9 @@ var mutants = []mutant{
 	{"controllers/expiry_controller.go", "\terr := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID, ResourceVersion: &pod.ResourceVersion})", "\terr := r.Delete(ctx, pod)", "an expiry deletes a sandbox renewed meanwhile"},
 	{"controllers/expiry_controller.go", "\tif wait := at.Sub(r.now()); wait > 0 {", "\tif wait := at.Sub(r.now()) - time.Second; wait > 0 {", "sandboxes expire a second early"},
 	{"controllers/status.go", "\t\t\tstatus.AvailableReplicas++", "\t\t\tstatus.AvailableReplicas += 2", "availableReplicas counts double"},
-	{"controllers/status_writes.go", "\treturn !ok || last == resourceVersion", "\treturn !ok || last != \"\"", "a status equal to a stale cached copy is not written"},
+	{"controllers/status_writes.go", "\treturn !ok || last.resourceVersion == resourceVersion", "\treturn !ok || last.resourceVersion != \"\"", "a status equal to a stale cached copy is not written"},
+	{"controllers/status_writes.go", "\tif last.movedAt.After(due) {", "\tif false {", "a claim's status waits on the last write, not on the claim"},
+	{"controllers/status.go", "\t\t\tstate.status, state.reason = \"\", \"refill\"\n", "\n", "a claim's Ready flip is written at once"},
 	{"controllers/cache.go", "\tmeta.Annotations = operatorKeys(pod.Annotations)", "\tmeta.Annotations = pod.Annotations", "the cache keeps agents' annotations"},
 	{"controllers/expectations.go", "\t\tif r, sent := p.relabels[pod.UID]; !sent || r.from != pod.ResourceVersion {", "\t\tif true {", "a relabel is sent again while the cache lags it"},
 
