@@ -74,8 +74,8 @@ var _ admission.Handler = &PodWebhook{}
 // JSON on every call: in a profile of sustained claims that diff was more
 // than half of the webhook's time and a fifth of the manager's CPU.
 func (w *PodWebhook) Handle(ctx context.Context, req admission.Request) admission.Response {
-	pod := &corev1.Pod{}
-	if err := w.decoder.Decode(req, pod); err != nil {
+	pod, err := w.decodedPod(req.Object)
+	if err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	// Default never touches the managed fields: leave them out of the copy.
@@ -140,13 +140,13 @@ func (w *PodWebhook) Default(ctx context.Context, pod *corev1.Pod) error {
 		}
 		return err
 	case admissionv1.Update:
-		oldPod := &corev1.Pod{}
-		if err := w.decoder.DecodeRaw(req.OldObject, oldPod); err != nil {
+		oldPod, err := w.decodedPod(req.OldObject)
+		if err != nil {
 			return apierrors.NewBadRequest(fmt.Sprintf("decoding the Pod being updated: %v", err))
 		}
 		claiming := pod.Labels[agentsv1alpha1.LabelClaimedBy] != "" &&
 			pod.Labels[agentsv1alpha1.LabelClaimedBy] != oldPod.Labels[agentsv1alpha1.LabelClaimedBy]
-		err := w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager, isDryRun(req))
+		err = w.admitUpdate(ctx, oldPod, pod, req.UserInfo.Username, byManager, isDryRun(req))
 		if claiming {
 			countClaim(pod, "warm", err)
 		}
@@ -312,6 +312,9 @@ func (w *PodWebhook) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing pool Pods by holder: %w", err)
 	}
 	w.held = &heldLimit{client: w.Client, apiReader: w.APIReader, now: w.now}
-	mgr.GetWebhookServer().Register("/mutate--v1-pod", &webhook.Admission{Handler: w})
+	mgr.GetWebhookServer().Register("/mutate--v1-pod", podReviews{
+		webhook: &webhook.Admission{Handler: w},
+		log:     mgr.GetLogger().WithName("pod-webhook"),
+	})
 	return nil
 }
