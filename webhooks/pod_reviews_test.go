@@ -28,38 +28,7 @@ import (
 // given it, and that the answer is a v1 AdmissionReview the API server
 // reads.
 func TestPodReviews(t *testing.T) {
-	pod := func(claimedBy string) *corev1.Pod {
-		p := &corev1.Pod{
-			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-			ObjectMeta: metav1.ObjectMeta{
-				Name: "demo-abc", Namespace: "ns", ResourceVersion: "42",
-				Labels:            map[string]string{"agents.kruise.io/sandboxset": "demo", "agents.kruise.io/claimed-by": claimedBy},
-				CreationTimestamp: metav1.Unix(1_700_000_000, 0),
-				ManagedFields:     []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{}}`)}}},
-			},
-			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "nginx:alpine", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}}}}},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Unix(1_700_000_100, 0)}}},
-		}
-		return p
-	}
-	raw := func(p *corev1.Pod) runtime.RawExtension {
-		b, err := json.Marshal(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return runtime.RawExtension{Raw: b}
-	}
-	sent := admissionv1.AdmissionRequest{
-		UID: "7f8e", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Name: "demo-abc", Namespace: "ns", Operation: admissionv1.Update, DryRun: ptr.To(true),
-		UserInfo: authenticationv1.UserInfo{Username: "system:serviceaccount:ns:agent", Groups: []string{"system:serviceaccounts"}},
-		Object:   raw(pod("agent-1")), OldObject: raw(pod("")),
-	}
-	body, err := json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Request: &sent})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent, body := claimReview(t)
 
 	decoder := admission.NewDecoder(clientgoscheme.Scheme)
 	var got admission.Request
@@ -128,4 +97,85 @@ func serve(t *testing.T, h http.Handler, contentType string, body []byte) admiss
 		t.Fatalf("the answer %q is not an AdmissionReview: %v", rec.Body.String(), err)
 	}
 	return review
+}
+
+// reviewPod is a pool Pod as an AdmissionReview carries it: managed
+// fields and status included.
+func reviewPod(claimedBy string) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "demo-abc", Namespace: "ns", ResourceVersion: "42",
+			Labels:            map[string]string{"agents.kruise.io/sandboxset": "demo", "agents.kruise.io/claimed-by": claimedBy},
+			CreationTimestamp: metav1.Unix(1_700_000_000, 0),
+			ManagedFields: []metav1.ManagedFieldsEntry{
+				{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:labels":{".":{},"f:agents.kruise.io/sandboxset":{}},"f:ownerReferences":{}},"f:spec":{"f:containers":{"k:{\"name\":\"sandbox\"}":{".":{},"f:image":{},"f:name":{},"f:resources":{}}}}}`)}},
+				{Manager: "kwok", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{"f:conditions":{"k:{\"type\":\"Ready\"}":{".":{},"f:status":{},"f:type":{}}},"f:phase":{},"f:podIP":{}}}`)}},
+			},
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "sandbox", Image: "nginx:alpine", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m")}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.7", Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Unix(1_700_000_001, 0)},
+			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Unix(1_700_000_100, 0)},
+		}},
+	}
+}
+
+// claimReview is an agent's claim as the API server sends it to the Pod
+// webhook, and its body.
+func claimReview(tb testing.TB) (admissionv1.AdmissionRequest, []byte) {
+	raw := func(p *corev1.Pod) runtime.RawExtension {
+		b, err := json.Marshal(p)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return runtime.RawExtension{Raw: b}
+	}
+	sent := admissionv1.AdmissionRequest{
+		UID: "7f8e", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Name: "demo-abc", Namespace: "ns", Operation: admissionv1.Update, DryRun: ptr.To(true),
+		UserInfo: authenticationv1.UserInfo{Username: "system:serviceaccount:ns:agent", Groups: []string{"system:serviceaccounts"}},
+		Object:   raw(reviewPod("agent-1")), OldObject: raw(reviewPod("")),
+	}
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Request: &sent})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sent, body
+}
+
+// BenchmarkPodReview serves a claim's review through controller-runtime's
+// handler, decoding its Pods as the Pod webhook did, and through
+// podReviews.
+func BenchmarkPodReview(b *testing.B) {
+	_, body := claimReview(b)
+	decoder := admission.NewDecoder(clientgoscheme.Scheme)
+	w := &PodWebhook{decoder: decoder}
+	decodeBoth := admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
+		if _, err := w.decodedPod(req.Object); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+		if _, err := w.decodedPod(req.OldObject); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+		return admission.Allowed("")
+	})
+	for name, h := range map[string]http.Handler{
+		"controller-runtime": &admission.Webhook{Handler: decodeBoth},
+		"podReviews":         podReviews{log: logr.Discard(), webhook: &admission.Webhook{Handler: decodeBoth}},
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/mutate--v1-pod", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if !strings.Contains(rec.Body.String(), `"allowed":true`) {
+					b.Fatalf("answer %s", rec.Body.String())
+				}
+			}
+		})
+	}
 }
