@@ -10,6 +10,7 @@ var mutants = []mutant{
 	{"webhooks/claim.go", "\tcase oldHolder != \"\":\n", "\tcase oldHolder != \"\" && false:\n", "a claimed Pod can be claimed again"},
 	{"webhooks/claim.go", "\tcase !byManager:", "\tcase false:", "agents may move a warm Pod's state"},
 	{"webhooks/claim.go", "\t\tif !isSandboxSetRef(ref.APIVersion, ref.Kind) {", "\t\tif true {", "a claim keeps the SandboxSet's owner reference"},
+	{"webhooks/pod_reviews.go", "\t\treq.OldObject = runtime.RawExtension{Object: review.Request.OldObject}", "\t\treq.OldObject = runtime.RawExtension{Object: review.Request.Object}", "the Pod webhook judges an update against itself"},
 	{"webhooks/claim.go", "\tpod.Annotations[agentsv1alpha1.AnnotationClaimedByUser] = username\n", "\n", "a claim records no identity"},
 	{"webhooks/claim.go", "\tcase !at.After(now):", "\tcase false:", "a past shutdown time is allowed"},
 	{"webhooks/claim.go", "\tif err == nil && at.After(limit) {", "\tif err == nil && at.After(limit.Add(time.Hour)) {", "a shutdown time an hour past the maximum is allowed"},
