@@ -402,12 +402,7 @@ var _ = Describe("SandboxSet warm pool", func() {
 var _ = Describe("Short expectations", Serial, func() {
 	It("create nothing extra once they expire: the cache confirms every creation first", func(ctx SpecContext) {
 		const ttl = 2 * time.Second
-		stopManager()
-		stopManager = startManager(func(o *Options) { o.ExpectationTTL = ttl })
-		DeferCleanup(func() {
-			stopManager()
-			stopManager = startManager()
-		})
+		tuneManager(func(o *Options) { o.ExpectationTTL = ttl })
 		ns := newNamespace(ctx)
 		creation := countCreations(context.Background(), ns)
 		defer creation.Stop()
@@ -424,12 +419,7 @@ var _ = Describe("Short expectations", Serial, func() {
 var _ = Describe("A long status interval", Serial, func() {
 	It("never writes a claim refilled within it, and writes one that is not once it has passed", func(ctx SpecContext) {
 		const statusInterval = 8 * time.Second
-		stopManager()
-		stopManager = startManager(func(o *Options) { o.StatusInterval = statusInterval })
-		DeferCleanup(func() {
-			stopManager()
-			stopManager = startManager()
-		})
+		tuneManager(func(o *Options) { o.StatusInterval = statusInterval })
 		ns := newNamespace(ctx)
 		sbs := newSandboxSet(ns, "demo", 2)
 		Expect(k8sClient.Create(ctx, sbs)).To(Succeed())

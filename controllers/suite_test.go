@@ -76,6 +76,17 @@ var _ = AfterSuite(func() {
 	}
 })
 
+// tuneManager restarts the manager with tune for the rest of the spec, and
+// with the defaults after it.
+func tuneManager(tune func(*Options)) {
+	stopManager()
+	stopManager = startManager(tune)
+	DeferCleanup(func() {
+		stopManager()
+		stopManager = startManager()
+	})
+}
+
 // startManager runs the controller the way cmd/manager does, and returns a
 // function that stops it and waits until it has stopped.
 func startManager(tune ...func(*Options)) func() {
