@@ -487,6 +487,7 @@ func (r *results) page() reportPage {
 	if s := r.scenarioByKey("sustained"); s != nil {
 		figs := availability(s, "seconds since the first claim")
 		figs = append(figs, latency(s, "patch_rate", fmt.Sprintf("label patches at %g/s, each followed by a Pod creation", p.Rate))...)
+		figs = append(figs, latency(s, "patch_rate_nop", fmt.Sprintf("label patches at %g/s, each followed by a Pod creation, both through a webhook that does nothing", p.Rate))...)
 		pg.Sections = append(pg.Sections, reportSection{Title: s.Title,
 			Intro:   fmt.Sprintf("Claims arrive at %g/s for %s, open loop, on a full pool of N = %d.", p.Rate, p.Duration, p.N),
 			Figures: figs})

@@ -56,7 +56,7 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 
 	start := time.Now()
 	err := parallel(ctx, b.p.CreateParallelism, n, func(ctx context.Context, i int) error {
-		return b.createFloorPod(ctx, names[i])
+		return b.createFloorPod(ctx, names[i], false)
 	})
 	if err != nil {
 		return m, err
@@ -73,14 +73,7 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 	}
 	m["ready_all_s"] = t.fullSince().Sub(start).Seconds()
 
-	patch := func(ctx context.Context, pod, value string) (time.Duration, error) {
-		body := fmt.Appendf(nil, `{"metadata":{"labels":{"bench-touch":%q}}}`, value)
-		start := time.Now()
-		if _, err := pods.Patch(ctx, pod, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
-			return 0, fmt.Errorf("patching Pod %s/%s: %w", b.floorNS, pod, err)
-		}
-		return time.Since(start), nil
-	}
+	patch := b.floorPatch(false)
 	serial := make([]time.Duration, n)
 	for i, pod := range names {
 		if serial[i], err = patch(ctx, pod, fmt.Sprintf("s%d", i)); err != nil {
@@ -108,11 +101,9 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 		return m, err
 	}
 	latencyMetrics(m, "patch_loaded", loaded)
-	paced, err := b.patchesAtRate(ctx, rep, names, patch)
-	if err != nil {
+	if err := b.ratedFloors(ctx, fmt.Sprintf("floor-r%d", rep), names, b.p.Rate, m, "patch_rate"); err != nil {
 		return m, err
 	}
-	latencyMetrics(m, "patch_rate", paced)
 
 	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: floorLabel}); err != nil {
 		return m, fmt.Errorf("deleting the floor's Pods: %w", err)
@@ -120,9 +111,15 @@ func (b *bench) floor(ctx context.Context, rep int) (metrics, error) {
 	return m, t.waitFor(ctx, b.p.WaitTimeout, "the floor's Pods gone", func(c counts) bool { return c.total() == 0 })
 }
 
-func (b *bench) createFloorPod(ctx context.Context, name string) error {
+// createFloorPod creates a floor Pod; with nop, through the webhook that
+// does nothing.
+func (b *bench) createFloorPod(ctx context.Context, name string, nop bool) error {
+	labels := map[string]string{floorLabel: "true"}
+	if nop {
+		labels[nopWebhookLabel] = "true"
+	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{floorLabel: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec:       sandboxTemplate(),
 	}
 	if _, err := b.cs.CoreV1().Pods(b.floorNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -133,6 +130,24 @@ func (b *bench) createFloorPod(ctx context.Context, name string) error {
 
 type patchFunc func(ctx context.Context, pod, value string) (time.Duration, error)
 
+// floorPatch sets a label on a floor Pod and times it; with nop, the patch
+// also labels the Pod for the webhook that does nothing, so the write goes
+// through it.
+func (b *bench) floorPatch(nop bool) patchFunc {
+	pods := b.cs.CoreV1().Pods(b.floorNS)
+	return func(ctx context.Context, pod, value string) (time.Duration, error) {
+		body := fmt.Appendf(nil, `{"metadata":{"labels":{"bench-touch":%q}}}`, value)
+		if nop {
+			body = fmt.Appendf(nil, `{"metadata":{"labels":{"bench-touch":%q,%q:"true"}}}`, value, nopWebhookLabel)
+		}
+		start := time.Now()
+		if _, err := pods.Patch(ctx, pod, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
+			return 0, fmt.Errorf("patching Pod %s/%s: %w", b.floorNS, pod, err)
+		}
+		return time.Since(start), nil
+	}
+}
+
 // patchesWhileCreating is the burst's raw counterpart: a label patch on each
 // of the Pods, A at a time, while as many new Pods are created,
 // createParallelism at a time.
@@ -140,7 +155,7 @@ func (b *bench) patchesWhileCreating(ctx context.Context, rep int, names []strin
 	created := make(chan error, 1)
 	go func() {
 		created <- parallel(ctx, b.p.CreateParallelism, len(names), func(ctx context.Context, i int) error {
-			return b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-l%d", rep, i))
+			return b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-l%d", rep, i), false)
 		})
 	}()
 	latencies := make([]time.Duration, len(names))
@@ -152,15 +167,56 @@ func (b *bench) patchesWhileCreating(ctx context.Context, rep int, names []strin
 	return latencies, errors.Join(err, <-created)
 }
 
-// patchesAtRate is the sustained load's raw counterpart: label patches at
-// the sustained rate for its duration, open loop, each followed by one Pod
-// creation, as each claim is by its replacement.
-func (b *bench) patchesAtRate(ctx context.Context, rep int, names []string, patch patchFunc) ([]time.Duration, error) {
-	total := int(b.p.Rate * b.p.Duration.Seconds())
+// ratedFloors measures the sustained load's raw counterpart at rate for
+// -duration twice, as <key>_* and <key>_nop_*: plain, and through a webhook
+// that does nothing. The Pods it creates are named after prefix.
+func (b *bench) ratedFloors(ctx context.Context, prefix string, names []string, rate float64, m metrics, key string) error {
+	total := int(rate * b.p.Duration.Seconds())
+	plain, err := b.patchesAtRate(ctx, prefix+"-s", names, false, rate, total)
+	if err != nil {
+		return err
+	}
+	latencyMetrics(m, key, plain)
+
+	w, err := startNopWebhook(ctx, b.cs)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	// The API server takes the new configuration from its own watch; the
+	// first patch it sends to the webhook is the sign it has.
+	patch := b.floorPatch(true)
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := patch(ctx, names[0], "nop-probe")
+		return w.calls() > 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to call the no-op webhook: %w", err)
+	}
+	before := w.calls()
+	viaNop, err := b.patchesAtRate(ctx, prefix+"-w", names, true, rate, total)
+	if err != nil {
+		return err
+	}
+	// Every patch and every creation went through the webhook, or this is
+	// not the floor it claims to be.
+	if calls := w.calls() - before; calls < int64(2*total) {
+		return fmt.Errorf("the no-op webhook answered %d reviews for %d patches and as many creations", calls, total)
+	}
+	latencyMetrics(m, key+"_nop", viaNop)
+	return nil
+}
+
+// patchesAtRate is the sustained load's raw counterpart: total label
+// patches at rate per second, open loop, each followed by one Pod creation,
+// as each claim is by its replacement; with nop, both through the webhook
+// that does nothing.
+func (b *bench) patchesAtRate(ctx context.Context, prefix string, names []string, nop bool, rate float64, total int) ([]time.Duration, error) {
+	patch := b.floorPatch(nop)
 	latencies, errs := make([]time.Duration, total), make([]error, total)
-	paced(ctx, b.p.Rate, total, nil, func(i int) {
+	paced(ctx, rate, total, nil, func(i int) {
 		if latencies[i], errs[i] = patch(ctx, names[i%len(names)], fmt.Sprintf("r%d", i)); errs[i] == nil {
-			errs[i] = b.createFloorPod(ctx, fmt.Sprintf("floor-r%d-s%d", rep, i))
+			errs[i] = b.createFloorPod(ctx, fmt.Sprintf("%s%d", prefix, i), nop)
 		}
 	})
 	if err := ctx.Err(); err != nil {
@@ -240,8 +296,10 @@ func (b *bench) rss10k(ctx context.Context) (metrics, error) {
 	const podsPerNode = 110
 	perPool, total := b.p.RSSPoolSize, b.p.RSSPods
 	pools := (total + perPool - 1) / perPool
-	// Room for these, the two benchmark pools and what they hold, with slack.
-	nodes := max(b.p.Nodes, (total+4*b.p.N)/podsPerNode+10)
+	// Room for these, the two benchmark pools and what they hold, and the
+	// floor's Pods beside the spread claims, with slack.
+	floorPods := b.p.Agents + 2*int(b.p.RSSClaimRate*b.p.Duration.Seconds())
+	nodes := max(b.p.Nodes, (total+4*b.p.N+floorPods)/podsPerNode+10)
 	if nodes > b.p.Nodes {
 		logf("rss10k: scaling to %d nodes for room", nodes)
 		if err := b.cl.scaleNodes(ctx, nodes); err != nil {
@@ -387,6 +445,9 @@ func (b *bench) spreadPickers(ctx context.Context, claims *claim.Client, ns stri
 // the fill's tail, and reports how busy it was during them. It adds
 // the claims' figures under spread_*, and the manager's CPU per claim won.
 func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metrics) error {
+	if err := b.spreadFloor(ctx, ns, m); err != nil {
+		return err
+	}
 	agent, _, err := agentClients(ctx, b.env, ns)
 	if err != nil {
 		return err
@@ -436,6 +497,11 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 	if won := cm["claims_ok"]; won > 0 {
 		m["spread_ctrl_cpu_ms_per_claim"] = 1000 * load["ctrl_cpu_s"] / won
 	}
+	for _, q := range []string{"p50", "p99"} {
+		claimed := m["spread_claim_"+q+"_ms"]
+		m["spread_claim_"+q+"_per_floor"] = claimed / m["spread_floor_"+q+"_ms"]
+		m["spread_claim_"+q+"_per_nop_floor"] = claimed / m["spread_floor_nop_"+q+"_ms"]
+	}
 	m["spread_ctrl_rss_mib"] = load["ctrl_rss_mib"]
 	won := map[string]bool{}
 	m["spread_double_claims"] = 0
@@ -452,4 +518,37 @@ func (b *bench) spreadClaims(ctx context.Context, ns string, pools int, m metric
 		err = fmt.Errorf("%g Pods were won by two claims", n)
 	}
 	return err
+}
+
+// spreadFloor measures the spread claims' floor on the same cluster with
+// the pools full, as spread_floor_*: label patches at the claim rate on
+// plain Pods, each followed by a creation, then the same through a webhook
+// that does nothing. It starts on a quiet machine, as the claims do, and
+// leaves no Pod behind.
+func (b *bench) spreadFloor(ctx context.Context, ns string, m metrics) error {
+	if b.floorNS == "" {
+		if err := b.setupFloor(ctx); err != nil {
+			return err
+		}
+	}
+	prefix := "floor-" + ns
+	names := make([]string, b.p.Agents)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	err := parallel(ctx, b.p.CreateParallelism, len(names), func(ctx context.Context, i int) error {
+		return b.createFloorPod(ctx, names[i], false)
+	})
+	if err == nil {
+		err = b.startQuiet(ctx, metrics{})
+	}
+	if err == nil {
+		logf("rss10k: the floor: label patches at %g/s, each followed by a creation, plain and through a webhook that does nothing", b.p.RSSClaimRate)
+		err = b.ratedFloors(ctx, prefix, names, b.p.RSSClaimRate, m, "spread_floor")
+	}
+	pods := b.cs.CoreV1().Pods(b.floorNS)
+	if delErr := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: floorLabel}); delErr != nil {
+		return errors.Join(err, fmt.Errorf("deleting the floor's Pods: %w", delErr))
+	}
+	return errors.Join(err, b.floorT.waitFor(ctx, b.p.WaitTimeout, "the floor's Pods gone", func(c counts) bool { return c.total() == 0 }))
 }

@@ -379,16 +379,20 @@ var correctnessRows = []row{
 	{key: "double_claims", label: "double claims", unit: "n"},
 }
 
-// claimRows compares claim latencies with the floor's patch latencies
-// alone (idle) and with creations beside them (loaded).
-func claimRows(idle, loaded string) []row {
-	return []row{
-		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: idle + "_p50_ms"},
-		{key: "claim_p50_ms", label: "claim latency p50", unit: "ms", floorKey: loaded + "_p50_ms"},
-		{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"},
-		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: idle + "_p99_ms"},
-		{key: "claim_p99_ms", label: "claim latency p99", unit: "ms", floorKey: loaded + "_p99_ms"},
+// claimRows compares claim latencies with each floor's patch latencies:
+// alone (idle), with creations beside them (loaded), and so on.
+func claimRows(floors ...string) []row {
+	var rows []row
+	for _, q := range []string{"p50", "p90", "p99"} {
+		if q == "p90" {
+			rows = append(rows, row{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"})
+			continue
+		}
+		for _, f := range floors {
+			rows = append(rows, row{key: "claim_" + q + "_ms", label: "claim latency " + q, unit: "ms", floorKey: f + "_" + q + "_ms"})
+		}
 	}
+	return rows
 }
 
 func tableRows(key string) []row {
@@ -424,7 +428,7 @@ func tableRows(key string) []row {
 		rows = append(rows, refillFloors("refill_s", "refill to N available")...)
 		rows = append(rows, row{key: "lowest_available", label: "lowest available", unit: "n"})
 	case "sustained":
-		rows = append(claimRows("patch_serial", "patch_rate"),
+		rows = append(claimRows("patch_serial", "patch_rate", "patch_rate_nop"),
 			row{key: "warm_fraction", label: "served warm", unit: "%"},
 			row{key: "claims", label: "claims sent", unit: "n"},
 			row{key: "claims_empty", label: "found the pool empty", unit: "n"},
@@ -471,6 +475,8 @@ var floorRows = []row{
 	{key: "patch_loaded_p99_ms", label: "N label patches, A at a time, during N creations, p99", unit: "ms"},
 	{key: "patch_rate_p50_ms", label: "label patches at R/s, each followed by a creation, p50", unit: "ms"},
 	{key: "patch_rate_p99_ms", label: "label patches at R/s, each followed by a creation, p99", unit: "ms"},
+	{key: "patch_rate_nop_p50_ms", label: "the same through a webhook that does nothing, p50", unit: "ms"},
+	{key: "patch_rate_nop_p99_ms", label: "the same through a webhook that does nothing, p99", unit: "ms"},
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
 }
 
@@ -506,6 +512,14 @@ var rssRows = []row{
 	{key: "spread_bench_cores", label: "  of the busy cores, the benchmark's own (agents, pickers)", unit: "cores"},
 	{key: "spread_claim_p50_ms", label: "  claim latency p50", unit: "ms"},
 	{key: "spread_claim_p99_ms", label: "  claim latency p99", unit: "ms"},
+	{key: "spread_floor_p50_ms", label: "  floor: label patches at the claim rate, each followed by a creation, p50", unit: "ms"},
+	{key: "spread_floor_p99_ms", label: "  floor: the same, p99", unit: "ms"},
+	{key: "spread_floor_nop_p50_ms", label: "  floor through a webhook that does nothing, p50", unit: "ms"},
+	{key: "spread_floor_nop_p99_ms", label: "  floor through a webhook that does nothing, p99", unit: "ms"},
+	{key: "spread_claim_p50_per_floor", label: "  claim p50 ÷ floor", unit: "×"},
+	{key: "spread_claim_p99_per_floor", label: "  claim p99 ÷ floor", unit: "×"},
+	{key: "spread_claim_p50_per_nop_floor", label: "  claim p50 ÷ floor through a webhook that does nothing", unit: "×"},
+	{key: "spread_claim_p99_per_nop_floor", label: "  claim p99 ÷ floor through a webhook that does nothing", unit: "×"},
 	{key: "spread_warm_fraction", label: "  served warm", unit: "%"},
 	{key: "spread_ctrl_cpu_ms_per_claim", label: "  manager CPU per claim won", unit: "ms"},
 	{key: "spread_apiserver_cpu_ms_per_claim", label: "  kube-apiserver CPU per claim won", unit: "ms"},
@@ -545,6 +559,8 @@ func fmtValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f", v)
 	case "x":
 		return fmt.Sprintf("%.2f", v)
+	case "×":
+		return fmt.Sprintf("%.2f×", v)
 	case "cores":
 		return fmt.Sprintf("%.3f", v)
 	}
@@ -581,7 +597,7 @@ func fmtDiff(a, b float64, unit string) string {
 
 func unitSuffix(unit string) string {
 	switch unit {
-	case "n", "%", "x":
+	case "n", "%", "x", "×":
 		return ""
 	case "/s":
 		return " (/s)"
@@ -718,6 +734,8 @@ func floorLabelOf(key string) string {
 		return "(A label patches at once)"
 	case strings.HasPrefix(key, "patch_loaded"):
 		return "(label patches, A at a time, during creations)"
+	case strings.HasPrefix(key, "patch_rate_nop"):
+		return "(the same through a webhook that does nothing)"
 	case strings.HasPrefix(key, "patch_rate"):
 		return "(label patches at R/s, each followed by a creation)"
 	}
