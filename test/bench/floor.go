@@ -172,7 +172,7 @@ func (b *bench) patchesWhileCreating(ctx context.Context, rep int, names []strin
 // that does nothing. The Pods it creates are named after prefix.
 func (b *bench) ratedFloors(ctx context.Context, prefix string, names []string, rate float64, m metrics, key string) error {
 	total := int(rate * b.p.Duration.Seconds())
-	plain, err := b.patchesAtRate(ctx, prefix+"-s", names, false, rate, total)
+	plain, err := b.meteredPatchesAtRate(ctx, prefix+"-s", names, false, rate, total, m, key)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func (b *bench) ratedFloors(ctx context.Context, prefix string, names []string, 
 		return fmt.Errorf("waiting for the API server to call the no-op webhook: %w", err)
 	}
 	before := w.calls()
-	viaNop, err := b.patchesAtRate(ctx, prefix+"-w", names, true, rate, total)
+	viaNop, err := b.meteredPatchesAtRate(ctx, prefix+"-w", names, true, rate, total, m, key+"_nop")
 	if err != nil {
 		return err
 	}
@@ -205,6 +205,28 @@ func (b *bench) ratedFloors(ctx context.Context, prefix string, names []string, 
 	}
 	latencyMetrics(m, key+"_nop", viaNop)
 	return nil
+}
+
+// meteredPatchesAtRate is patchesAtRate that also sets what the load cost:
+// <key>_busy_cores, the machine's cores busy meanwhile, and
+// <key>_apiserver_cpu_ms_per_patch, kube-apiserver's CPU per patch (and
+// the creation after it), to set beside the claims' own.
+func (b *bench) meteredPatchesAtRate(ctx context.Context, prefix string, names []string, nop bool, rate float64, total int, m metrics, key string) ([]time.Duration, error) {
+	machine, machineErr := readMachineCPU()
+	cost := startCost(map[string]int{procAPIServer: b.pids[procAPIServer]})
+	latencies, err := b.patchesAtRate(ctx, prefix, names, nop, rate, total)
+	if err != nil {
+		return nil, err
+	}
+	if after, err := readMachineCPU(); err == nil && machineErr == nil {
+		m[key+"_busy_cores"], _ = after.cores(machine)
+	}
+	spent := metrics{}
+	cost.stop(spent)
+	if cpu, ok := spent["cpu_s."+procAPIServer]; ok {
+		m[key+"_apiserver_cpu_ms_per_patch"] = 1000 * cpu / float64(total)
+	}
+	return latencies, nil
 }
 
 // patchesAtRate is the sustained load's raw counterpart: total label

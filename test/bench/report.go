@@ -477,6 +477,10 @@ var floorRows = []row{
 	{key: "patch_rate_p99_ms", label: "label patches at R/s, each followed by a creation, p99", unit: "ms"},
 	{key: "patch_rate_nop_p50_ms", label: "the same through a webhook that does nothing, p50", unit: "ms"},
 	{key: "patch_rate_nop_p99_ms", label: "the same through a webhook that does nothing, p99", unit: "ms"},
+	{key: "patch_rate_busy_cores", label: "label patches at R/s: machine's cores busy", unit: "cores"},
+	{key: "patch_rate_apiserver_cpu_ms_per_patch", label: "label patches at R/s: kube-apiserver CPU per patch and creation", unit: "ms"},
+	{key: "patch_rate_nop_busy_cores", label: "… through the webhook that does nothing: machine's cores busy", unit: "cores"},
+	{key: "patch_rate_nop_apiserver_cpu_ms_per_patch", label: "… through the webhook that does nothing: kube-apiserver CPU per patch and creation", unit: "ms"},
 	{key: "apiserver_cpu_s", label: "kube-apiserver CPU", unit: "s"},
 }
 
@@ -516,6 +520,10 @@ var rssRows = []row{
 	{key: "spread_floor_p99_ms", label: "  floor: the same, p99", unit: "ms"},
 	{key: "spread_floor_nop_p50_ms", label: "  floor through a webhook that does nothing, p50", unit: "ms"},
 	{key: "spread_floor_nop_p99_ms", label: "  floor through a webhook that does nothing, p99", unit: "ms"},
+	{key: "spread_floor_busy_cores", label: "  floor: machine's cores busy", unit: "cores"},
+	{key: "spread_floor_apiserver_cpu_ms_per_patch", label: "  floor: kube-apiserver CPU per patch and creation", unit: "ms"},
+	{key: "spread_floor_nop_busy_cores", label: "  floor through the webhook that does nothing: machine's cores busy", unit: "cores"},
+	{key: "spread_floor_nop_apiserver_cpu_ms_per_patch", label: "  floor through the webhook that does nothing: kube-apiserver CPU per patch and creation", unit: "ms"},
 	{key: "spread_claim_p50_per_floor", label: "  claim p50 ÷ floor", unit: "×"},
 	{key: "spread_claim_p99_per_floor", label: "  claim p99 ÷ floor", unit: "×"},
 	{key: "spread_claim_p50_per_nop_floor", label: "  claim p50 ÷ floor through a webhook that does nothing", unit: "×"},
