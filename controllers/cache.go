@@ -21,8 +21,8 @@ import (
 	agentsv1alpha1 "github.com/sandboxset/warmpool/api/v1alpha1"
 )
 
-// poolIndex indexes the cached Pods by the SandboxSet they were created by,
-// as namespace/name, on the Pod informer itself.
+// poolIndex indexes the cached Pods of each pool, by the SandboxSet named in
+// their pool label, as namespace/name, on the Pod informer itself.
 const poolIndex = "sandboxset"
 
 // PoolPodSelector selects the Pods the manager caches: those of any pool,
@@ -195,16 +195,21 @@ func internBool(b *bool) *bool {
 	}
 }
 
-// poolIndexKeys is the poolIndex extractor.
+// poolIndexKeys is the poolIndex extractor. A claimed sandbox with no
+// controller, released by its pool or created claimed, is in no pool: it
+// stays cached for the webhooks and for expiry, but out of the index every
+// pass lists, or each pass would cost as much as all the pool's live claimed
+// sandboxes, which outnumber its warm ones in any pool that serves.
 func poolIndexKeys(obj any) ([]string, error) {
 	pod, ok := obj.(*corev1.Pod)
 	if !ok {
 		return nil, nil
 	}
-	if name := pod.Labels[agentsv1alpha1.LabelSandboxSet]; name != "" {
-		return []string{poolKey(pod.Namespace, name)}, nil
+	name := pod.Labels[agentsv1alpha1.LabelSandboxSet]
+	if name == "" || (agentsv1alpha1.IsClaimed(pod) && metav1.GetControllerOfNoCopy(pod) == nil) {
+		return nil, nil
 	}
-	return nil, nil
+	return []string{poolKey(pod.Namespace, name)}, nil
 }
 
 func poolKey(namespace, sandboxSet string) string { return namespace + "/" + sandboxSet }

@@ -37,6 +37,44 @@ func TestPoolPodSelector(t *testing.T) {
 	}
 }
 
+// TestPoolIndexKeys: a pass lists its pool through the index, so what the
+// index leaves out no pass sees. A claimed sandbox leaves it once released.
+func TestPoolIndexKeys(t *testing.T) {
+	claimed := func(pod *corev1.Pod) *corev1.Pod {
+		pod.Labels[agentsv1alpha1.LabelClaimedBy] = "agent-1"
+		pod.Labels[agentsv1alpha1.LabelState] = string(agentsv1alpha1.StateClaimed)
+		return pod
+	}
+	released := func(pod *corev1.Pod) *corev1.Pod {
+		pod.OwnerReferences = nil
+		return pod
+	}
+	noPool := testPod("other", true, "r1", 0)
+	delete(noPool.Labels, agentsv1alpha1.LabelSandboxSet)
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want []string
+	}{
+		{"a warm sandbox", testPod("a", true, "r1", 0), []string{"/demo"}},
+		{"a creating sandbox", testPod("a", false, "r1", 0), []string{"/demo"}},
+		{"a claimed sandbox its pool has yet to release", claimed(testPod("a", true, "r1", 0)), []string{"/demo"}},
+		{"an unclaimed Pod with no controller, to adopt", released(testPod("a", true, "r1", 0)), []string{"/demo"}},
+		{"a released claimed sandbox", released(claimed(testPod("a", true, "r1", 0))), nil},
+		{"a Pod with no pool label", noPool, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := poolIndexKeys(tc.pod)
+			if err != nil {
+				t.Fatalf("poolIndexKeys: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("poolIndexKeys (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestTrimPodKeepsOnlyWhatTheControllerReads: a holder may put its own
 // labels and up to 256 KiB of annotations on its sandbox, and none of it
 // may reach the manager's memory; nor may the parts of a Pod the manager
