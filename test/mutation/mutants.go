@@ -41,6 +41,7 @@ var mutants = []mutant{
 	{"controllers/status.go", "\t\t\tstate.status, state.reason = \"\", \"refill\"\n", "\n", "a claim's Ready flip is written at once"},
 	{"controllers/cache.go", "\tmeta.Annotations = operatorKeys(pod.Annotations)", "\tmeta.Annotations = pod.Annotations", "the cache keeps agents' annotations"},
 	{"controllers/expectations.go", "\t\tif r, sent := p.relabels[pod.UID]; !sent || r.from != pod.ResourceVersion {", "\t\tif true {", "a relabel is sent again while the cache lags it"},
+	{"controllers/cache.go", "\tif name == \"\" || (agentsv1alpha1.IsClaimed(pod) && metav1.GetControllerOfNoCopy(pod) == nil) {", "\tif name == \"\" {", "released claimed sandboxes stay in the pool index"},
 
 	// The claim package (its suite).
 	{"api/claim/claim.go", "\t\t{\"op\": \"test\", \"path\": statePointer, \"value\": string(agentsv1alpha1.StateAvailable)},\n", "\n", "a claim is sent without its precondition"},
