@@ -382,17 +382,15 @@ var correctnessRows = []row{
 // claimRows compares claim latencies with each floor's patch latencies:
 // alone (idle), with creations beside them (loaded), and so on.
 func claimRows(floors ...string) []row {
-	var rows []row
-	for _, q := range []string{"p50", "p90", "p99"} {
-		if q == "p90" {
-			rows = append(rows, row{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"})
-			continue
-		}
+	against := func(q string) []row {
+		var rows []row
 		for _, f := range floors {
 			rows = append(rows, row{key: "claim_" + q + "_ms", label: "claim latency " + q, unit: "ms", floorKey: f + "_" + q + "_ms"})
 		}
+		return rows
 	}
-	return rows
+	rows := append(against("p50"), row{key: "claim_p90_ms", label: "claim latency p90", unit: "ms"})
+	return append(rows, against("p99")...)
 }
 
 func tableRows(key string) []row {
