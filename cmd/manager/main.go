@@ -265,7 +265,6 @@ func splitNamespacedName(s string) (types.NamespacedName, error) {
 	return types.NamespacedName{Namespace: namespace, Name: name}, nil
 }
 
-// whoAmI asks the API server which user the manager's credentials map to.
 // restConfig is how the manager reaches the API server: the kubeconfig or
 // in-cluster credentials, the client rate limits, and no gzip. The manager
 // talks to its own cluster, where compressing every watch event and
@@ -282,6 +281,7 @@ func restConfig(o options) (*rest.Config, error) {
 	return cfg, nil
 }
 
+// whoAmI asks the API server which user the manager's credentials map to.
 func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
