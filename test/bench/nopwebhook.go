@@ -66,10 +66,15 @@ func startNopWebhook(ctx context.Context, cs kubernetes.Interface) (*nopWebhook,
 		w.close()
 		return nil, fmt.Errorf("listening for the no-op webhook: %w", err)
 	}
-	w.srv = &http.Server{Handler: http.HandlerFunc(w.serve), ReadHeaderTimeout: 10 * time.Second}
+	// ServeTLS speaks HTTP/2, as the manager's webhook server does with the
+	// API server.
+	w.srv = &http.Server{
+		Handler:           http.HandlerFunc(w.serve),
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13},
+	}
 	go func() {
-		tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS13})
-		if err := w.srv.Serve(tl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := w.srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logf("warning: the no-op webhook stopped: %v", err)
 		}
 	}()
